@@ -1,0 +1,125 @@
+package vault
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// URI is a parsed key URI. Both schemes share RFC 7512's shape:
+// "scheme:" then path attributes separated by ';' ("name=value", or a bare
+// name for keyring), then an optional "?" and query attributes separated
+// by '&'. Values are percent-decoded.
+//
+//	keyring:reg-a?backend=file&dir=/var/lib/pdmp-agent/keyring&passphrase-file=/etc/pdmp-agent/keyring.pass
+//	pkcs11:token=pdmp;object=agent-key?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pdmp-agent/pin
+type URI struct {
+	Scheme string
+	// Name is a bare first path segment without '=' (keyring's key name).
+	Name  string
+	Path  map[string]string
+	Query map[string]string
+}
+
+// secretAttrs are never printed.
+var secretAttrs = []string{"pin-value", "passphrase"}
+
+// ParseURI parses a key URI. Errors never echo attribute values, which may
+// hold a PIN.
+func ParseURI(s string) (*URI, error) {
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok || scheme == "" || strings.ContainsAny(scheme, "/?;=") {
+		return nil, fmt.Errorf("%w: want scheme:attributes, e.g. keyring:name", ErrBadURI)
+	}
+	u := &URI{Scheme: strings.ToLower(scheme), Path: map[string]string{}, Query: map[string]string{}}
+	path, query, _ := strings.Cut(rest, "?")
+	for i, seg := range strings.Split(path, ";") {
+		if seg == "" {
+			continue
+		}
+		k, v, hasEq := strings.Cut(seg, "=")
+		if !hasEq {
+			if i != 0 {
+				return nil, fmt.Errorf("%w: path attribute %d has no '='", ErrBadURI, i+1)
+			}
+			k, v = "", k
+		}
+		dv, err := url.PathUnescape(v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: bad escape in attribute %q", ErrBadURI, k)
+		}
+		if k == "" {
+			u.Name = dv
+			continue
+		}
+		if _, dup := u.Path[k]; dup {
+			return nil, fmt.Errorf("%w: attribute %q repeated", ErrBadURI, k)
+		}
+		u.Path[k] = dv
+	}
+	if query != "" {
+		for _, seg := range strings.Split(query, "&") {
+			k, v, _ := strings.Cut(seg, "=")
+			dv, err := url.QueryUnescape(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: bad escape in query attribute %q", ErrBadURI, k)
+			}
+			if _, dup := u.Query[k]; dup {
+				return nil, fmt.Errorf("%w: query attribute %q repeated", ErrBadURI, k)
+			}
+			u.Query[k] = dv
+		}
+	}
+	return u, nil
+}
+
+// Redacted formats the URI with secret attribute values replaced, for logs
+// and errors.
+func (u *URI) Redacted() string {
+	var b strings.Builder
+	b.WriteString(u.Scheme)
+	b.WriteByte(':')
+	b.WriteString(url.PathEscape(u.Name))
+	first := u.Name == ""
+	for _, k := range sortedKeys(u.Path) {
+		if !first {
+			b.WriteByte(';')
+		}
+		first = false
+		b.WriteString(k + "=" + redact(k, u.Path[k], url.PathEscape))
+	}
+	for i, k := range sortedKeys(u.Query) {
+		if i == 0 {
+			b.WriteByte('?')
+		} else {
+			b.WriteByte('&')
+		}
+		b.WriteString(k + "=" + redact(k, u.Query[k], url.QueryEscape))
+	}
+	return b.String()
+}
+
+func redact(k, v string, esc func(string) string) string {
+	if slices.Contains(secretAttrs, k) {
+		return "REDACTED"
+	}
+	return esc(v)
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// Attr returns a path or query attribute, path first.
+func (u *URI) Attr(k string) string {
+	if v, ok := u.Path[k]; ok {
+		return v
+	}
+	return u.Query[k]
+}
