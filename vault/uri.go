@@ -123,3 +123,19 @@ func (u *URI) Attr(k string) string {
 	}
 	return u.Query[k]
 }
+
+// CheckURI reports whether uri is well formed and names a backend this
+// build has, without opening it.
+func CheckURI(uri string) error {
+	u, err := ParseURI(uri)
+	if err != nil {
+		return err
+	}
+	registryMu.RLock()
+	_, ok := registry[u.Scheme]
+	registryMu.RUnlock()
+	if !ok {
+		return fmt.Errorf("%w %q (have keyring, pkcs11)", ErrNoBackend, u.Scheme)
+	}
+	return nil
+}
