@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -140,7 +139,11 @@ func privateMaterial(t *testing.T, uri string) [][]byte {
 		}
 		switch p := priv.(type) {
 		case *ecdsa.PrivateKey:
-			out = append(out, p.D.Bytes())
+			d, err := p.Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, d)
 		case *rsa.PrivateKey:
 			out = append(out, p.D.Bytes())
 			for _, pr := range p.Primes {
@@ -161,10 +164,6 @@ func containsWindow(hay, secret []byte, w int) bool {
 }
 
 func TestKeyRecordsFitWindowsCredentialManager(t *testing.T) {
-	// The largest DER an RSA-3072 PKCS#8 key can take: every integer at
-	// full length with a leading zero byte.
-	n := new(big.Int).Lsh(big.NewInt(1), vault.RSABits)
-	n.Sub(n, big.NewInt(1))
 	for _, alg := range []vault.Alg{vault.ES384, vault.RS384} {
 		s, err := vault.GenerateSigner(alg)
 		if err != nil {
@@ -179,7 +178,6 @@ func TestKeyRecordsFitWindowsCredentialManager(t *testing.T) {
 			t.Errorf("%s record ~%d bytes exceeds %d", alg, size, vault.WinCredMaxBlob)
 		}
 	}
-	_ = n
 }
 
 func TestFileKeyringPassphraseFile(t *testing.T) {

@@ -29,6 +29,7 @@ type Config struct {
 	// StateDir holds the queue and other state; it cannot change live.
 	StateDir      string         `yaml:"state_dir" json:"state_dir"`
 	Log           Log            `yaml:"log" json:"log"`
+	Rotation      Rotation       `yaml:"rotation" json:"rotation"`
 	Responders    []Responder    `yaml:"responders" json:"responders"`
 	Registrations []Registration `yaml:"registrations" json:"registrations"`
 }
@@ -39,6 +40,14 @@ type Log struct {
 	Level string `yaml:"level" json:"level"`
 	// Format is auto (text on a terminal, JSON otherwise), text or json.
 	Format string `yaml:"format" json:"format"`
+}
+
+// Rotation is the key rotation policy shared by the agent and the keys
+// command: a new key is published for PublishDelay before it signs, and the
+// key it replaces stays published for Overlap after that.
+type Rotation struct {
+	PublishDelay Duration `yaml:"publish_delay" json:"publish_delay"`
+	Overlap      Duration `yaml:"overlap" json:"overlap"`
 }
 
 // Responder is a PDMP (or hub) the agent sends queries to.
@@ -233,6 +242,12 @@ func (c *Config) validate() Errors {
 	}
 	if !slices.Contains([]string{"auto", "text", "json"}, c.Log.Format) {
 		bad("log.format", "must be auto, text or json, not %q", c.Log.Format)
+	}
+	if err := c.Rotation.PublishDelay.check(); err != nil {
+		bad("rotation.publish_delay", "%v", err)
+	}
+	if err := c.Rotation.Overlap.check(); err != nil {
+		bad("rotation.overlap", "%v", err)
 	}
 	if len(c.Registrations) == 0 {
 		bad("registrations", "at least one registration is required")

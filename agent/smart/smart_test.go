@@ -65,8 +65,12 @@ type logBuf struct {
 	buf bytes.Buffer
 }
 
-func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.Write(p) }
-func (l *logBuf) String() string             { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.String() }
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+func (l *logBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.buf.String() }
 
 type env struct {
 	srv  *pdmptest.Server
