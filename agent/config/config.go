@@ -11,9 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,8 +33,78 @@ type Config struct {
 	StateDir      string         `yaml:"state_dir" json:"state_dir"`
 	Log           Log            `yaml:"log" json:"log"`
 	Rotation      Rotation       `yaml:"rotation" json:"rotation"`
+	Listen        Listen         `yaml:"listen" json:"listen"`
+	Callers       []Caller       `yaml:"callers" json:"callers"`
+	Queue         Queue          `yaml:"queue" json:"queue"`
+	Audit         Audit          `yaml:"audit" json:"audit"`
+	Metrics       Metrics        `yaml:"metrics" json:"metrics"`
 	Responders    []Responder    `yaml:"responders" json:"responders"`
 	Registrations []Registration `yaml:"registrations" json:"registrations"`
+}
+
+// Listen says where the local API listens. Changing it needs a restart.
+type Listen struct {
+	// TCP is a loopback address such as 127.0.0.1:7333; never anything else.
+	TCP string `yaml:"tcp" json:"tcp"`
+	// CredentialFile receives the bearer credential TCP callers must send;
+	// it is rewritten at every start (default <state_dir>/api.credential).
+	CredentialFile string `yaml:"credential_file" json:"credential_file"`
+	// Unix is the path of the Unix domain socket.
+	Unix string `yaml:"unix" json:"unix"`
+	// Pipe is the Windows named pipe.
+	Pipe string `yaml:"pipe" json:"pipe"`
+	// Host is the local name accepted in the Host header besides loopback
+	// literals (default pdmp-agent).
+	Host string `yaml:"host" json:"host"`
+	// SyncWait is how long a request waits for the answer before getting
+	// 202 and a job to poll (default 25s).
+	SyncWait Duration `yaml:"sync_wait" json:"sync_wait"`
+}
+
+// Caller grants a local caller access to the API. A connection matches a
+// caller by any of its users, groups, Windows SIDs, or by presenting the
+// TCP credential.
+type Caller struct {
+	Name   string   `yaml:"name" json:"name"`
+	Users  []string `yaml:"users" json:"users"`   // user names or numeric uids
+	Groups []string `yaml:"groups" json:"groups"` // group names or numeric gids
+	SIDs   []string `yaml:"sids" json:"sids"`     // Windows user or group SIDs
+	// TCPCredential admits holders of the loopback credential file.
+	TCPCredential bool `yaml:"tcp_credential" json:"tcp_credential"`
+	// Responders this caller may query; ["*"] for all.
+	Responders []string `yaml:"responders" json:"responders"`
+	// Operations: query, jobs, status (default all three).
+	Operations []string `yaml:"operations" json:"operations"`
+}
+
+// Queue configures the durable queue. Its location is state_dir.
+type Queue struct {
+	// DataKey is the vault URI of the key that encrypts queued bodies
+	// (default: a keyring entry beside the first registration's key).
+	DataKey string `yaml:"data_key" json:"data_key"`
+	// ResultTTL is how long results are kept where policy allows (24h).
+	ResultTTL Duration `yaml:"result_ttl" json:"result_ttl"`
+	// IdempotencyWindow is how long a resubmission maps to the same job.
+	IdempotencyWindow Duration `yaml:"idempotency_window" json:"idempotency_window"`
+	MaxAttempts       int      `yaml:"max_attempts" json:"max_attempts"`
+	// MaxAge gives up on a request this old (default 24h).
+	MaxAge Duration `yaml:"max_age" json:"max_age"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Dir holds the audit files (default <state_dir>/audit).
+	Dir string `yaml:"dir" json:"dir"`
+	// Key is the vault URI of the key that hashes patient identities.
+	Key     string   `yaml:"key" json:"key"`
+	MaxSize int64    `yaml:"max_size" json:"max_size"`
+	MaxAge  Duration `yaml:"max_age" json:"max_age"`
+}
+
+// Metrics configures the opt-in Prometheus listener.
+type Metrics struct {
+	// Listen is a loopback address; empty disables metrics.
+	Listen string `yaml:"listen" json:"listen"`
 }
 
 // Log configures logging.
@@ -64,6 +137,33 @@ type Responder struct {
 	// Timeout bounds one HTTP exchange with the responder (default 30s).
 	Timeout Duration `yaml:"timeout" json:"timeout"`
 	TLS     TLS      `yaml:"tls" json:"tls"`
+	// OperationPath is appended to FHIRBase: Patient/$pdmp-history (the
+	// IG's prose, default) or $pdmp-history (its OperationDefinition).
+	OperationPath string `yaml:"operation_path" json:"operation_path"`
+	// Messaging wraps requests in a FHIR message to {FHIRBase}/$process-message.
+	Messaging bool `yaml:"messaging" json:"messaging"`
+	// MessageSource is MessageHeader.source.endpoint when messaging.
+	MessageSource string `yaml:"message_source" json:"message_source"`
+	Limits        Limits `yaml:"limits" json:"limits"`
+	Policy        Policy `yaml:"policy" json:"policy"`
+}
+
+// Limits protect a responder from a draining backlog.
+type Limits struct {
+	Concurrency int     `yaml:"concurrency" json:"concurrency"` // default 4
+	Rate        float64 `yaml:"rate" json:"rate"`               // requests per second; 0 = no limit
+	Burst       int     `yaml:"burst" json:"burst"`
+}
+
+// Policy is a responder's data-use rules, set per state law.
+type Policy struct {
+	// Retention: display-only (default), view or data.
+	Retention string `yaml:"retention" json:"retention"`
+	// Delegates: allowed or refused (default refused).
+	Delegates string `yaml:"delegates" json:"delegates"`
+	// RequesterKinds lists PractitionerRole codes allowed to query; empty
+	// allows any.
+	RequesterKinds []string `yaml:"requester_kinds" json:"requester_kinds"`
 }
 
 // TLS configures connections to a responder. TLS 1.2 is the floor.
@@ -95,6 +195,26 @@ type Registration struct {
 	// AssertionLifetime is the client assertion's exp - now (default 4m,
 	// at most 5m).
 	AssertionLifetime Duration `yaml:"assertion_lifetime" json:"assertion_lifetime"`
+	// Serves lists the identifiers (system|value) of the practitioners or
+	// organizations this registration acts for. A provider's own
+	// registration wins over its organization's.
+	Serves Serves `yaml:"serves" json:"serves"`
+	// Requester completes minimal requests: FHIR resources written as
+	// YAML, sent as the authorized practitioner, role and organization.
+	Requester Requester `yaml:"requester" json:"requester"`
+}
+
+// Serves holds identifier tokens "system|value".
+type Serves struct {
+	Practitioners []string `yaml:"practitioners" json:"practitioners"`
+	Organizations []string `yaml:"organizations" json:"organizations"`
+}
+
+// Requester holds FHIR resources (as YAML maps) for minimal input.
+type Requester struct {
+	Practitioner     map[string]any `yaml:"practitioner" json:"practitioner"`
+	PractitionerRole map[string]any `yaml:"practitioner_role" json:"practitioner_role"`
+	Organization     map[string]any `yaml:"organization" json:"organization"`
 }
 
 // Duration is a duration written as "30s", "4m" or "1h". It stays text
@@ -124,6 +244,9 @@ func (d Duration) check() error {
 
 // Defaults.
 const (
+	DefaultOperationPath     = "Patient/$pdmp-history"
+	DefaultHost              = "pdmp-agent"
+	DefaultSyncWait          = 25 * time.Second
 	DefaultScope             = "system/*.read"
 	DefaultTimeout           = 30 * time.Second
 	DefaultAssertionLifetime = 4 * time.Minute
@@ -216,8 +339,28 @@ func (c *Config) setDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "auto"
 	}
+	if c.Listen.Host == "" {
+		c.Listen.Host = DefaultHost
+	}
+	for i := range c.Callers {
+		if len(c.Callers[i].Operations) == 0 {
+			c.Callers[i].Operations = []string{"query", "jobs", "status"}
+		}
+	}
 	for i := range c.Responders {
 		r := &c.Responders[i]
+		if r.OperationPath == "" {
+			r.OperationPath = DefaultOperationPath
+		}
+		if r.Limits.Concurrency == 0 {
+			r.Limits.Concurrency = 4
+		}
+		if r.Policy.Retention == "" {
+			r.Policy.Retention = "display-only"
+		}
+		if r.Policy.Delegates == "" {
+			r.Policy.Delegates = "refused"
+		}
 		if r.Scope == "" {
 			r.Scope = DefaultScope
 		}
@@ -251,6 +394,31 @@ func (c *Config) validate() Errors {
 	}
 	if len(c.Registrations) == 0 {
 		bad("registrations", "at least one registration is required")
+	}
+	c.validateListen(bad)
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{{"queue.result_ttl", c.Queue.ResultTTL}, {"queue.idempotency_window", c.Queue.IdempotencyWindow},
+		{"queue.max_age", c.Queue.MaxAge}, {"audit.max_age", c.Audit.MaxAge}, {"listen.sync_wait", c.Listen.SyncWait}} {
+		if err := d.v.check(); err != nil {
+			bad(d.field, "%v", err)
+		}
+	}
+	for _, u := range []struct{ field, uri string }{{"queue.data_key", c.Queue.DataKey}, {"audit.key", c.Audit.Key}} {
+		if u.uri != "" {
+			if err := vault.CheckURI(u.uri); err != nil {
+				bad(u.field, "%v", err)
+			}
+		}
+	}
+	if c.Queue.MaxAttempts < 0 {
+		bad("queue.max_attempts", "must not be negative")
+	}
+	if c.Metrics.Listen != "" {
+		if err := checkLoopbackAddr(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%v", err)
+		}
 	}
 	responders := map[string]*Responder{}
 	for i := range c.Responders {
@@ -288,6 +456,21 @@ func (c *Config) validate() Errors {
 			if _, err := os.Stat(r.TLS.CAFile); err != nil {
 				bad(f+".tls.ca_file", "%v", err)
 			}
+		}
+		if strings.HasPrefix(r.OperationPath, "/") || !strings.HasSuffix(r.OperationPath, "$pdmp-history") {
+			bad(f+".operation_path", "%q: want Patient/$pdmp-history or $pdmp-history (relative to fhir_base)", r.OperationPath)
+		}
+		if r.Messaging && r.MessageSource == "" {
+			bad(f+".message_source", "required when messaging is on (MessageHeader.source.endpoint)")
+		}
+		if r.Limits.Concurrency < 0 || r.Limits.Rate < 0 || r.Limits.Burst < 0 {
+			bad(f+".limits", "values must not be negative")
+		}
+		if !slices.Contains([]string{"display-only", "view", "data"}, r.Policy.Retention) {
+			bad(f+".policy.retention", "must be display-only, view or data, not %q", r.Policy.Retention)
+		}
+		if r.Policy.Delegates != "allowed" && r.Policy.Delegates != "refused" {
+			bad(f+".policy.delegates", "must be allowed or refused, not %q", r.Policy.Delegates)
 		}
 		for j, p := range r.TLS.SPKIPins {
 			if len(p) != 44 || !strings.HasSuffix(p, "=") {
@@ -334,6 +517,23 @@ func (c *Config) validate() Errors {
 				bad(f+".jku", "must be the https URL of the registered JWK Set")
 			}
 		}
+		for j, id := range append(append([]string{}, g.Serves.Practitioners...), g.Serves.Organizations...) {
+			if sys, val, ok := strings.Cut(id, "|"); !ok || sys == "" || val == "" {
+				kind, k := "practitioners", j
+				if j >= len(g.Serves.Practitioners) {
+					kind, k = "organizations", j-len(g.Serves.Practitioners)
+				}
+				bad(fmt.Sprintf("%s.serves.%s[%d]", f, kind, k), "%q: write identifiers as system|value, e.g. http://hl7.org/fhir/sid/us-npi|1234567893", id)
+			}
+		}
+		for _, rr := range []struct {
+			name, want string
+			res        map[string]any
+		}{{"practitioner", "Practitioner", g.Requester.Practitioner}, {"practitioner_role", "PractitionerRole", g.Requester.PractitionerRole}, {"organization", "Organization", g.Requester.Organization}} {
+			if rr.res != nil && rr.res["resourceType"] != rr.want {
+				bad(f+".requester."+rr.name, "resourceType must be %s", rr.want)
+			}
+		}
 		if err := g.AssertionLifetime.check(); err != nil {
 			bad(f+".assertion_lifetime", "%v", err)
 		} else if g.AssertionLifetime.D(0) > MaxAssertionLifetime {
@@ -341,6 +541,56 @@ func (c *Config) validate() Errors {
 		}
 	}
 	return errs
+}
+
+func (c *Config) validateListen(bad func(field, format string, args ...any)) {
+	l := c.Listen
+	if l.TCP != "" {
+		if err := checkLoopbackAddr(l.TCP); err != nil {
+			bad("listen.tcp", "%v", err)
+		}
+	}
+	if l.Unix != "" && !filepath.IsAbs(l.Unix) {
+		bad("listen.unix", "%q must be an absolute path", l.Unix)
+	}
+	if l.Pipe != "" && !strings.HasPrefix(l.Pipe, `\\.\pipe\`) {
+		bad("listen.pipe", `%q must start with \\.\pipe\`, l.Pipe)
+	}
+	names := map[string]bool{}
+	for i, cl := range c.Callers {
+		f := fmt.Sprintf("callers[%d]", i)
+		if cl.Name == "" || names[cl.Name] {
+			bad(f+".name", "required and unique")
+		}
+		names[cl.Name] = true
+		if len(cl.Users)+len(cl.Groups)+len(cl.SIDs) == 0 && !cl.TCPCredential {
+			bad(f, "matches nobody: give users, groups, sids or tcp_credential: true")
+		}
+		for _, op := range cl.Operations {
+			if !slices.Contains([]string{"query", "jobs", "status"}, op) {
+				bad(f+".operations", "unknown operation %q (query, jobs, status)", op)
+			}
+		}
+	}
+}
+
+// checkLoopbackAddr accepts host:port where host is a loopback literal or
+// localhost: the local API and metrics must never face the network.
+func checkLoopbackAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: only loopback addresses (127.0.0.1, ::1) are allowed", addr)
+	}
+	return nil
 }
 
 func validName(s string) bool {

@@ -64,6 +64,23 @@ func TestSchemaMatchesTypes(t *testing.T) {
 			if s["type"] != "string" && s["enum"] == nil && s["pattern"] == nil {
 				t.Errorf("%s: Go string, schema %v", path, s)
 			}
+		case reflect.Bool:
+			if s["type"] != "boolean" {
+				t.Errorf("%s: Go bool, schema type %v", path, s["type"])
+			}
+		case reflect.Int, reflect.Int64:
+			if s["type"] != "integer" {
+				t.Errorf("%s: Go integer, schema type %v", path, s["type"])
+			}
+		case reflect.Float64:
+			if s["type"] != "number" {
+				t.Errorf("%s: Go float, schema type %v", path, s["type"])
+			}
+		case reflect.Map:
+			// Embedded FHIR resources: open objects with a fixed resourceType.
+			if s["type"] != "object" || s["additionalProperties"] == false {
+				t.Errorf("%s: Go map, schema must be an open object", path)
+			}
 		default:
 			t.Errorf("%s: unhandled Go kind %v", path, typ.Kind())
 		}
