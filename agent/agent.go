@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/pdmp-agent/pdmp-agent/agent/config"
 	"github.com/pdmp-agent/pdmp-agent/agent/smart"
@@ -18,7 +19,8 @@ type Agent struct {
 	log    *slog.Logger
 	tokens *smart.Client
 
-	rings         map[string]*vault.Ring // by key URI
+	rings         *Rings
+	ownRings      bool
 	registrations map[string]*Registration
 	responders    map[string]*Responder
 }
@@ -43,8 +45,55 @@ type Options struct {
 	// HTTPClient, if set, replaces the per-responder clients built from
 	// the TLS settings (the demo uses the sandbox's own client).
 	HTTPClient *http.Client
-	// TokenOptions are passed to the SMART client.
+	// TokenOptions are passed to the SMART client New creates when Tokens
+	// is nil.
 	TokenOptions []smart.Option
+	// Tokens and Rings, when set, are shared with other Agents: a config
+	// reload keeps cached tokens and open key rings.
+	Tokens *smart.Client
+	Rings  *Rings
+}
+
+// Rings caches open key rings by URI and rotation policy.
+type Rings struct {
+	mu    sync.Mutex
+	rings map[ringKey]*vault.Ring
+}
+
+type ringKey struct {
+	uri    string
+	policy vault.RotationPolicy
+}
+
+// NewRings returns an empty cache.
+func NewRings() *Rings { return &Rings{rings: map[ringKey]*vault.Ring{}} }
+
+// Open returns the ring for uri, opening it on first use.
+func (rs *Rings) Open(ctx context.Context, uri string, p vault.RotationPolicy) (*vault.Ring, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	k := ringKey{uri, p}
+	if r, ok := rs.rings[k]; ok {
+		return r, nil
+	}
+	r, err := vault.Open(ctx, uri, vault.WithRotation(p))
+	if err != nil {
+		return nil, err
+	}
+	rs.rings[k] = r
+	return r, nil
+}
+
+// Close closes every ring.
+func (rs *Rings) Close() error {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var errs []error
+	for k, r := range rs.rings {
+		errs = append(errs, r.Close())
+		delete(rs.rings, k)
+	}
+	return errors.Join(errs...)
 }
 
 // New opens every registration's key ring and builds the clients. It does
@@ -57,10 +106,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 	a := &Agent{
 		cfg:           cfg,
 		log:           log,
-		tokens:        smart.New(append([]smart.Option{smart.WithLogger(log)}, opts.TokenOptions...)...),
-		rings:         map[string]*vault.Ring{},
+		tokens:        opts.Tokens,
+		rings:         opts.Rings,
 		registrations: map[string]*Registration{},
 		responders:    map[string]*Responder{},
+	}
+	if a.tokens == nil {
+		a.tokens = smart.New(append([]smart.Option{smart.WithLogger(log)}, opts.TokenOptions...)...)
+	}
+	if a.rings == nil {
+		a.rings, a.ownRings = NewRings(), true
 	}
 	for _, r := range cfg.Responders {
 		hc := opts.HTTPClient
@@ -73,16 +128,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Agent, error) 
 		a.responders[r.Name] = &Responder{Responder: r, HTTP: hc}
 	}
 	rot := RotationPolicy(cfg.Rotation)
-	for _, g := range cfg.Registrations {
-		ring, ok := a.rings[g.Key]
-		if !ok {
-			var err error
-			ring, err = vault.Open(ctx, g.Key, vault.WithRotation(rot))
-			if err != nil {
-				a.Close()
-				return nil, fmt.Errorf("registration %s: %w", g.Name, err)
-			}
-			a.rings[g.Key] = ring
+	for i, g := range cfg.Registrations {
+		ring, err := a.rings.Open(ctx, g.Key, rot)
+		if err != nil {
+			a.Close()
+			return nil, &config.Error{Field: fmt.Sprintf("registrations[%d].key", i), Msg: err.Error()}
 		}
 		resp := a.responders[g.Responder]
 		scope := g.Scope
@@ -135,13 +185,12 @@ func (c algCheck) Current(ctx context.Context) (vault.Key, error) {
 	return k, nil
 }
 
-// Close releases the key rings.
+// Close releases the key rings unless they are shared.
 func (a *Agent) Close() error {
-	var errs []error
-	for _, r := range a.rings {
-		errs = append(errs, r.Close())
+	if a.ownRings {
+		return a.rings.Close()
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Registration returns the named registration.
@@ -164,4 +213,3 @@ func (a *Agent) Token(ctx context.Context, registration string) (smart.Token, er
 
 // Config returns the configuration the agent was built from.
 func (a *Agent) Config() *config.Config { return a.cfg }
-

@@ -76,7 +76,19 @@ func ParseURI(s string) (*URI, error) {
 
 // Redacted formats the URI with secret attribute values replaced, for logs
 // and errors.
-func (u *URI) Redacted() string {
+func (u *URI) Redacted() string { return u.format(true) }
+
+// String formats the URI in full, secrets included; use Redacted for
+// anything a person or a log may see.
+func (u *URI) String() string { return u.format(false) }
+
+func (u *URI) format(hide bool) string {
+	value := func(k, v string, esc func(string) string) string {
+		if hide && slices.Contains(secretAttrs, k) {
+			return "REDACTED"
+		}
+		return esc(v)
+	}
 	var b strings.Builder
 	b.WriteString(u.Scheme)
 	b.WriteByte(':')
@@ -87,7 +99,7 @@ func (u *URI) Redacted() string {
 			b.WriteByte(';')
 		}
 		first = false
-		b.WriteString(k + "=" + redact(k, u.Path[k], url.PathEscape))
+		b.WriteString(k + "=" + value(k, u.Path[k], url.PathEscape))
 	}
 	for i, k := range sortedKeys(u.Query) {
 		if i == 0 {
@@ -95,16 +107,9 @@ func (u *URI) Redacted() string {
 		} else {
 			b.WriteByte('&')
 		}
-		b.WriteString(k + "=" + redact(k, u.Query[k], url.QueryEscape))
+		b.WriteString(k + "=" + value(k, u.Query[k], url.QueryEscape))
 	}
 	return b.String()
-}
-
-func redact(k, v string, esc func(string) string) string {
-	if slices.Contains(secretAttrs, k) {
-		return "REDACTED"
-	}
-	return esc(v)
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -138,4 +143,23 @@ func CheckURI(uri string) error {
 		return fmt.Errorf("%w %q (have keyring, pkcs11)", ErrNoBackend, u.Scheme)
 	}
 	return nil
+}
+
+// Sibling returns uri with its key name replaced by name, so a secret can
+// live in the same store as a registration's key. Only keyring URIs have a
+// bare name to replace.
+func Sibling(uri, name string) (string, error) {
+	u, err := ParseURI(uri)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case u.Name != "":
+		u.Name = name
+	case u.Path["object"] != "":
+		u.Path["object"] = name
+	default:
+		return "", fmt.Errorf("%w: %s has no key name", ErrBadURI, u.Redacted())
+	}
+	return u.String(), nil
 }

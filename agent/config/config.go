@@ -633,6 +633,10 @@ func checkScope(s string) error {
 	return nil
 }
 
+// Locate fills in e's file, line and column from its field path, for
+// errors found after parsing (a key that does not open).
+func Locate(name string, data []byte, e *Error) { locate(name, data, Errors{e}) }
+
 // locate fills in the line and column of each error from its field path.
 func locate(name string, data []byte, errs Errors) {
 	f, err := parser.ParseBytes(data, 0)
