@@ -231,4 +231,3 @@ func (s *Service) Watch(ctx context.Context) error {
 		}
 	}
 }
-

@@ -59,4 +59,3 @@ func HTTPClient(r config.Responder) (*http.Client, error) {
 		},
 	}, nil
 }
-

@@ -75,7 +75,7 @@ func openPKCS11(ctx context.Context, u *URI) (Backend, string, error) {
 		return nil, "", err
 	}
 	tok := acquirePKCS11Token(cfg.token)
-	if _, err := tok.context(); err != nil {
+	if _, err := tok.current(); err != nil {
 		tok.release()
 		return nil, "", err
 	}
@@ -236,8 +236,52 @@ type pkcs11Token struct {
 	refs int // guarded by pkcs11Tokens
 
 	mu     sync.Mutex
-	ctx    *crypto11.Context // nil before login and after the login was lost
-	closed bool              // the last backend released it
+	login  *pkcs11Login // nil before login and after the login was lost
+	closed bool         // the last backend released it
+}
+
+// pkcs11Login is a logged-in crypto11 context and where its token sits.
+type pkcs11Login struct {
+	*crypto11.Context
+	module *pkcs11.Ctx // see pkcs11Module
+	slot   uint
+	serial string
+}
+
+// present checks that the login's token is still in its slot. A removed
+// hardware token fails every call, but SoftHSM2 answers searches for the
+// objects of a vanished token with nothing; C_GetTokenInfo fails in both.
+func (l *pkcs11Login) present() error {
+	info, err := l.module.GetTokenInfo(l.slot)
+	if err != nil {
+		return err
+	}
+	if info.SerialNumber != l.serial {
+		return errors.New("another token is in the slot")
+	}
+	return nil
+}
+
+// pkcs11Modules holds a direct handle on every module loaded, for the calls
+// crypto11 does not expose. Handles share the module's one initialization
+// (crypto11's) and are never unloaded, so none is freed while in use.
+var pkcs11Modules = struct {
+	sync.Mutex
+	m map[string]*pkcs11.Ctx
+}{m: map[string]*pkcs11.Ctx{}}
+
+// pkcs11Module returns the handle on the module at path, or nil if it
+// cannot be loaded.
+func pkcs11Module(path string) *pkcs11.Ctx {
+	pkcs11Modules.Lock()
+	defer pkcs11Modules.Unlock()
+	m := pkcs11Modules.m[path]
+	if m == nil {
+		if m = pkcs11.New(path); m != nil {
+			pkcs11Modules.m[path] = m
+		}
+	}
+	return m
 }
 
 func acquirePKCS11Token(id pkcs11TokenID) *pkcs11Token {
@@ -253,7 +297,7 @@ func acquirePKCS11Token(id pkcs11TokenID) *pkcs11Token {
 }
 
 // release drops one reference; the last one logs out and, if no other
-// token of the module is in use, unloads the module.
+// token of the module is in use, finalizes the module.
 func (t *pkcs11Token) release() {
 	pkcs11Tokens.Lock()
 	t.refs--
@@ -266,96 +310,124 @@ func (t *pkcs11Token) release() {
 		return
 	}
 	t.mu.Lock()
-	c := t.ctx
-	t.ctx, t.closed = nil, true
+	l := t.login
+	t.login, t.closed = nil, true
 	t.mu.Unlock()
-	if c != nil {
-		c.Close()
+	if l != nil {
+		l.Close()
 	}
 }
 
-// context returns the token's login, logging in if there is none. The lock
+// current returns the token's login, logging in if there is none. The lock
 // is held while logging in so concurrent callers never log in twice.
-func (t *pkcs11Token) context() (*crypto11.Context, error) {
+func (t *pkcs11Token) current() (*pkcs11Login, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, errors.New("vault: PKCS#11 key used after its ring was closed")
 	}
-	if t.ctx == nil {
-		c, err := t.login()
+	if t.login == nil {
+		l, err := t.logIn()
 		if err != nil {
 			return nil, err
 		}
-		t.ctx = c
+		t.login = l
 	}
-	return t.ctx, nil
+	return t.login, nil
 }
 
-func (t *pkcs11Token) login() (*crypto11.Context, error) {
+func (t *pkcs11Token) logIn() (*pkcs11Login, error) {
 	pkcs11Tokens.Lock()
 	refused := pkcs11Tokens.badPIN[t.id]
 	pkcs11Tokens.Unlock()
 	if refused {
 		return nil, fmt.Errorf("%s: %w (this PIN was already refused once)", t.id, ErrPIN)
 	}
+	module := pkcs11Module(t.id.module)
+	if module == nil {
+		return nil, fmt.Errorf("PKCS#11 module %s cannot be loaded: not a PKCS#11 library, built for another architecture, or missing a dependency", t.id.module)
+	}
 	cfg := &crypto11.Config{Path: t.id.module, TokenLabel: t.id.label, TokenSerial: t.id.serial, Pin: t.id.pin}
 	if t.id.slot >= 0 {
 		cfg.SlotNumber = &t.id.slot
 	}
 	c, err := crypto11.Configure(cfg)
-	if err == nil {
-		return c, nil
+	if err != nil {
+		return nil, t.loginError(err)
 	}
+	l := &pkcs11Login{Context: c, module: module}
+	if l.slot, l.serial, err = t.id.find(module); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, t.id, err)
+	}
+	return l, nil
+}
+
+func (t *pkcs11Token) loginError(err error) error {
 	var rv pkcs11.Error
 	if !errors.As(err, &rv) {
-		// crypto11 reports an unloadable module and a missing token with
-		// plain errors; tell them apart by loading the module ourselves.
-		m := pkcs11.New(t.id.module)
-		if m == nil {
-			return nil, fmt.Errorf("PKCS#11 module %s cannot be loaded: not a PKCS#11 library, built for another architecture, or missing a dependency", t.id.module)
-		}
-		m.Destroy()
-		return nil, fmt.Errorf("%w: %s is not present (removed, or no token has that label/serial/slot): %w", ErrUnavailable, t.id, err)
+		// The module loaded (see logIn), so crypto11 found no such token.
+		return fmt.Errorf("%w: %s is not present (removed, or no token has that label/serial/slot): %w", ErrUnavailable, t.id, err)
 	}
 	switch rv {
 	case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
 		pkcs11Tokens.Lock()
 		pkcs11Tokens.badPIN[t.id] = true
 		pkcs11Tokens.Unlock()
-		return nil, fmt.Errorf("%s: %w (%w)", t.id, ErrPIN, rv)
+		return fmt.Errorf("%s: %w (%w)", t.id, ErrPIN, rv)
 	case pkcs11.CKR_PIN_LOCKED:
-		return nil, fmt.Errorf("%s: the user PIN is locked; unblock it with the SO PIN: %w", t.id, rv)
+		return fmt.Errorf("%s: the user PIN is locked; unblock it with the SO PIN: %w", t.id, rv)
 	}
-	return nil, fmt.Errorf("%w: %s: login failed: %w", ErrUnavailable, t.id, err)
+	// Anything else is the module or token failing, perhaps for a while.
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, t.id, err)
 }
 
-// fail turns the error of an operation on login c into the error to return.
-// If the token is gone, it drops the login so the next call logs in afresh
-// once the token is back, instead of reusing dead sessions forever.
-func (t *pkcs11Token) fail(c *crypto11.Context, op string, err error) error {
+// find returns the slot crypto11 chose for id, by the same rule, and the
+// serial number of the token in it.
+func (id pkcs11TokenID) find(m *pkcs11.Ctx) (slot uint, serial string, err error) {
+	slots, err := m.GetSlotList(true)
+	if err != nil {
+		return 0, "", err
+	}
+	for _, s := range slots {
+		info, err := m.GetTokenInfo(s)
+		if err != nil {
+			return 0, "", err
+		}
+		if id.slot >= 0 && s == uint(id.slot) || id.serial != "" && info.SerialNumber == id.serial ||
+			id.label != "" && info.Label == id.label {
+			return s, info.SerialNumber, nil
+		}
+	}
+	return 0, "", errors.New("token vanished while logging in")
+}
+
+// fail turns the error of an operation on login l into the error to
+// return. If the token is gone, it drops the login so the next call logs
+// in afresh once the token is back, instead of reusing dead sessions.
+func (t *pkcs11Token) fail(l *pkcs11Login, op string, err error) error {
 	t.mu.Lock()
-	replaced := t.ctx != c // dropped by a concurrent failure, or closed
+	replaced := t.login != l // dropped by a concurrent failure, or closed
 	t.mu.Unlock()
-	if !replaced && !pkcs11SessionsLost(err) {
+	if !replaced && !pkcs11SessionsLost(err) && l.present() == nil {
 		return fmt.Errorf("%s on %s: %w", op, t.id, err)
 	}
-	t.drop(c)
+	t.drop(l)
 	return fmt.Errorf("%w: %s on %s failed (token removed or module failing): %w", ErrUnavailable, op, t.id, err)
 }
 
-// drop forgets login c if it is still current and closes it. Close waits for
-// operations in flight on c, which fail fast on a dead token, so it is called
-// without holding t.mu.
-func (t *pkcs11Token) drop(c *crypto11.Context) {
+// drop forgets login l if it is still current and closes it. Close waits
+// for operations in flight on l, which fail fast on a dead token, so it is
+// called without holding t.mu.
+func (t *pkcs11Token) drop(l *pkcs11Login) {
 	t.mu.Lock()
-	current := t.ctx == c
+	current := t.login == l
 	if current {
-		t.ctx = nil
+		t.login = nil
 	}
 	t.mu.Unlock()
 	if current {
-		c.Close()
+		l.Close()
 	}
 }
 
@@ -398,7 +470,7 @@ func (b *pkcs11Backend) Generate(ctx context.Context, name string, alg Alg, crea
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	c, err := b.tok.context()
+	l, err := b.tok.current()
 	if err != nil {
 		return nil, err
 	}
@@ -408,8 +480,8 @@ func (b *pkcs11Backend) Generate(ctx context.Context, name string, alg Alg, crea
 	rand.Read(id[n+8:]) // never fails
 
 	// Every attribute the key's protection rests on is set explicitly rather
-	// than left to crypto11's or the token's defaults; crypto11's would let
-	// the RSA key decrypt.
+	// than left to crypto11's or the token's defaults, which would let the
+	// key decrypt (RSA) or derive (ECDH) as well as sign.
 	pub := pkcs11AttributeSet(
 		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, name),
@@ -424,20 +496,22 @@ func (b *pkcs11Backend) Generate(ctx context.Context, name string, alg Alg, crea
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
 	)
 	var k crypto11.Signer
 	switch alg {
 	case ES384:
-		k, err = c.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P384())
+		k, err = l.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P384())
 	case RS384:
 		pub.AddIfNotPresent([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false)})
-		priv.AddIfNotPresent([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false)})
-		k, err = c.GenerateRSAKeyPairWithAttributes(pub, priv, RSABits)
+		k, err = l.GenerateRSAKeyPairWithAttributes(pub, priv, RSABits)
 	}
 	if err != nil {
-		return nil, b.tok.fail(c, "generate "+string(alg)+" key", err)
+		return nil, b.tok.fail(l, "generate "+string(alg)+" key", err)
 	}
-	return NewKey(&pkcs11Signer{tok: b.tok, label: name, id: id, pub: k.Public(), ctx: c, key: k},
+	return NewKey(&pkcs11Signer{tok: b.tok, label: name, id: id, pub: k.Public(), login: l, key: k},
 		alg, time.Unix(created.Unix(), 0))
 }
 
@@ -457,20 +531,24 @@ type pkcs11Version struct {
 
 // versions lists the key pairs labelled name whose CKA_ID starts with the
 // ring's id prefix.
-func (b *pkcs11Backend) versions(name string) (*crypto11.Context, []pkcs11Version, error) {
-	c, err := b.tok.context()
+func (b *pkcs11Backend) versions(name string) (*pkcs11Login, []pkcs11Version, error) {
+	l, err := b.tok.current()
 	if err != nil {
 		return nil, nil, err
 	}
-	keys, err := c.FindKeyPairs(nil, []byte(name))
+	keys, err := l.FindKeyPairs(nil, []byte(name))
+	if err == nil {
+		// An empty list must not be mistaken for an empty ring.
+		err = l.present()
+	}
 	if err != nil {
-		return nil, nil, b.tok.fail(c, "list keys", err)
+		return nil, nil, b.tok.fail(l, "list keys", err)
 	}
 	vs := make([]pkcs11Version, 0, len(keys))
 	for _, k := range keys {
-		attr, err := c.GetAttribute(k, crypto11.CkaId)
+		attr, err := l.GetAttribute(k, crypto11.CkaId)
 		if err != nil {
-			return nil, nil, b.tok.fail(c, "read CKA_ID", err)
+			return nil, nil, b.tok.fail(l, "read CKA_ID", err)
 		}
 		suffix, ours := bytes.CutPrefix(attr.Value, b.idPrefix)
 		if !ours {
@@ -487,7 +565,7 @@ func (b *pkcs11Backend) versions(name string) (*crypto11.Context, []pkcs11Versio
 		created := time.Unix(int64(binary.BigEndian.Uint64(suffix)), 0)
 		vs = append(vs, pkcs11Version{key: k, id: attr.Value, alg: alg, created: created})
 	}
-	return c, vs, nil
+	return l, vs, nil
 }
 
 func pkcs11Alg(pub crypto.PublicKey) (Alg, error) {
@@ -503,13 +581,13 @@ func pkcs11Alg(pub crypto.PublicKey) (Alg, error) {
 }
 
 func (b *pkcs11Backend) Keys(_ context.Context, name string) ([]Key, error) {
-	c, vs, err := b.versions(name)
+	l, vs, err := b.versions(name)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Key, 0, len(vs))
 	for _, v := range vs {
-		s := &pkcs11Signer{tok: b.tok, label: name, id: v.id, pub: v.key.Public(), ctx: c, key: v.key}
+		s := &pkcs11Signer{tok: b.tok, label: name, id: v.id, pub: v.key.Public(), login: l, key: v.key}
 		k, err := NewKey(s, v.alg, v.created)
 		if err != nil {
 			return nil, fmt.Errorf("key pair labelled %q with CKA_ID %x: %w", name, v.id, err)
@@ -520,7 +598,7 @@ func (b *pkcs11Backend) Keys(_ context.Context, name string) ([]Key, error) {
 }
 
 func (b *pkcs11Backend) Delete(_ context.Context, name, kid string) error {
-	c, vs, err := b.versions(name)
+	l, vs, err := b.versions(name)
 	if err != nil {
 		return err
 	}
@@ -533,7 +611,7 @@ func (b *pkcs11Backend) Delete(_ context.Context, name, kid string) error {
 			continue
 		}
 		if err := v.key.Delete(); err != nil {
-			return b.tok.fail(c, "delete key", err)
+			return b.tok.fail(l, "delete key", err)
 		}
 		return nil
 	}
@@ -556,9 +634,9 @@ type pkcs11Signer struct {
 	id    []byte
 	pub   crypto.PublicKey
 
-	mu  sync.Mutex
-	ctx *crypto11.Context // the login key was found with
-	key crypto11.Signer
+	mu    sync.Mutex
+	login *pkcs11Login // the login key was found with
+	key   crypto11.Signer
 }
 
 func (s *pkcs11Signer) Public() crypto.PublicKey { return s.pub }
@@ -567,31 +645,34 @@ func (s *pkcs11Signer) Public() crypto.PublicKey { return s.pub }
 // unused. With opts a crypto.Hash, RSA signatures are PKCS#1 v1.5, as RS384
 // requires; ECDSA signatures are ASN.1 DER.
 func (s *pkcs11Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	c, key, err := s.current()
+	l, key, err := s.current()
 	if err != nil {
 		return nil, err
 	}
 	sig, err := key.Sign(nil, digest, opts)
 	if err != nil {
-		return nil, s.tok.fail(c, "sign", err)
+		return nil, s.tok.fail(l, "sign", err)
 	}
 	return sig, nil
 }
 
 // current returns the token's login and this key's object in it.
-func (s *pkcs11Signer) current() (*crypto11.Context, crypto11.Signer, error) {
-	c, err := s.tok.context()
+func (s *pkcs11Signer) current() (*pkcs11Login, crypto11.Signer, error) {
+	l, err := s.tok.current()
 	if err != nil {
 		return nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ctx == c {
-		return c, s.key, nil
+	if s.login == l {
+		return l, s.key, nil
 	}
-	keys, err := c.FindKeyPairs(s.id, []byte(s.label))
+	keys, err := l.FindKeyPairs(s.id, []byte(s.label))
+	if err == nil && len(keys) == 0 {
+		err = l.present()
+	}
 	if err != nil {
-		return nil, nil, s.tok.fail(c, "find key", err)
+		return nil, nil, s.tok.fail(l, "find key", err)
 	}
 	if len(keys) == 0 {
 		return nil, nil, fmt.Errorf("%w: key pair labelled %q with CKA_ID %x is no longer on %s", ErrNotFound, s.label, s.id, s.tok.id)
@@ -600,6 +681,6 @@ func (s *pkcs11Signer) current() (*crypto11.Context, crypto11.Signer, error) {
 	if !ok || !pub.Equal(s.pub) {
 		return nil, nil, fmt.Errorf("vault: key pair labelled %q with CKA_ID %x on %s is not the key it was", s.label, s.id, s.tok.id)
 	}
-	s.ctx, s.key = c, keys[0]
-	return c, s.key, nil
+	s.login, s.key = l, keys[0]
+	return l, s.key, nil
 }
