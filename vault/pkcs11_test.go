@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -25,20 +24,6 @@ import (
 	"github.com/pdmp-agent/pdmp-agent/vault/vaulttest"
 )
 
-const (
-	softhsmPIN   = "1234"
-	softhsmSOPIN = "5678"
-)
-
-// softhsmModules are where distributions install SoftHSM2's module.
-var softhsmModules = []string{
-	"/usr/lib/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib64/pkcs11/libsofthsm2.so",
-	"/usr/local/lib/softhsm/libsofthsm2.so",
-	"/opt/homebrew/lib/softhsm/libsofthsm2.so",
-}
-
 // pkcs11SpyModules are where OpenSC installs pkcs11-spy, a module that logs
 // every call before passing it to the module named by $PKCS11SPY.
 var pkcs11SpyModules = []string{
@@ -49,102 +34,24 @@ var pkcs11SpyModules = []string{
 	"/opt/homebrew/lib/pkcs11-spy.so",
 }
 
-var pkcs11Seq atomic.Int64
+var objSeq atomic.Int64
 
-// softHSM is a throwaway SoftHSM2 token. SoftHSM2 reads $SOFTHSM2_CONF when
-// the module is initialized, that is when no ring on it is open; tests using
-// one must therefore not run in parallel, and close every ring they open.
-type softHSM struct {
-	module   string
-	conf     string // $SOFTHSM2_CONF
-	tokenDir string // directories.tokendir
-	label    string
-	pinFile  string
-}
-
-// requirePKCS11 skips a test that lacks SoftHSM2 or OpenSC, unless
-// PDMP_TEST_PKCS11 is set (CI sets it) and so the lack is a failure.
-func requirePKCS11(tb testing.TB, missing string) {
-	tb.Helper()
-	if os.Getenv("PDMP_TEST_PKCS11") != "" {
-		tb.Fatalf("PDMP_TEST_PKCS11 is set but %s", missing)
-	}
-	tb.Skipf("%s; install softhsm2 and opensc (CI sets PDMP_TEST_PKCS11=1 to make this a failure)", missing)
-}
-
-func firstExisting(paths []string) string {
-	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-func newSoftHSM(tb testing.TB) *softHSM {
-	tb.Helper()
-	module := firstExisting(softhsmModules)
-	if module == "" {
-		requirePKCS11(tb, "no SoftHSM2 module in "+strings.Join(softhsmModules, ", "))
-	}
-	util, err := exec.LookPath("softhsm2-util")
-	if err != nil {
-		requirePKCS11(tb, "softhsm2-util is not on $PATH")
-	}
-	dir := tb.TempDir()
-	h := &softHSM{
-		module:   module,
-		tokenDir: filepath.Join(dir, "tokens"),
-		label:    fmt.Sprintf("pdmp-test-%d", pkcs11Seq.Add(1)),
-		pinFile:  filepath.Join(dir, "pin"),
-	}
-	h.conf = filepath.Join(dir, "softhsm2.conf")
-	writeFile(tb, h.conf, fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", h.tokenDir))
-	if err := os.Mkdir(h.tokenDir, 0o700); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Setenv("SOFTHSM2_CONF", h.conf)
-	out, err := exec.Command(util, "--init-token", "--free", "--label", h.label, "--pin", softhsmPIN, "--so-pin", softhsmSOPIN).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
-	}
-	writeFile(tb, h.pinFile, softhsmPIN+"\n")
-	return h
-}
-
-func writeFile(tb testing.TB, path, content string) {
-	tb.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-// uri names the ring labelled object on h's token.
-func (h *softHSM) uri(object string) string {
-	return h.uriWith(object, h.module, h.pinFile)
-}
-
-func (h *softHSM) uriWith(object, module, pinFile string) string {
-	return fmt.Sprintf("pkcs11:token=%s;object=%s?module-path=%s&pin-source=%s",
-		url.PathEscape(h.label), url.PathEscape(object), url.QueryEscape(module), url.QueryEscape("file:"+pinFile))
-}
-
-func newObject() string { return fmt.Sprintf("ring%d", pkcs11Seq.Add(1)) }
+func newObject() string { return fmt.Sprintf("ring%d", objSeq.Add(1)) }
 
 func TestPKCS11Conformance(t *testing.T) {
-	h := newSoftHSM(t)
-	vaulttest.Run(t, func(*testing.T) string { return h.uri(newObject()) })
+	h := vaulttest.NewSoftHSM(t)
+	vaulttest.Run(t, func(*testing.T) string { return h.URI(newObject()) })
 }
 
 // TestPKCS11KeysNeverLeaveToken reads the generated private keys' attributes
 // straight from the token, bypassing the backend and crypto11.
 func TestPKCS11KeysNeverLeaveToken(t *testing.T) {
-	h := newSoftHSM(t)
+	h := vaulttest.NewSoftHSM(t)
 	ctx := context.Background()
 	for _, alg := range []vault.Alg{vault.ES384, vault.RS384} {
 		t.Run(string(alg), func(t *testing.T) {
 			object := newObject()
-			r, err := vault.Open(ctx, h.uri(object))
+			r, err := vault.Open(ctx, h.URI(object))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +68,7 @@ func TestPKCS11KeysNeverLeaveToken(t *testing.T) {
 			if alg == vault.RS384 {
 				valueAttr = pkcs11.CKA_PRIVATE_EXPONENT
 			}
-			h.inspect(t, func(p *pkcs11.Ctx, s pkcs11.SessionHandle) {
+			inspect(t, h, func(p *pkcs11.Ctx, s pkcs11.SessionHandle) {
 				keys := findObjects(t, p, s, pkcs11.CKO_PRIVATE_KEY, object)
 				if len(keys) != 1 {
 					t.Fatalf("found %d private keys labelled %s, want 1", len(keys), object)
@@ -209,11 +116,11 @@ func TestPKCS11KeysNeverLeaveToken(t *testing.T) {
 }
 
 // inspect logs into h's token with miekg/pkcs11 directly.
-func (h *softHSM) inspect(t *testing.T, f func(*pkcs11.Ctx, pkcs11.SessionHandle)) {
+func inspect(t *testing.T, h *vaulttest.SoftHSM, f func(*pkcs11.Ctx, pkcs11.SessionHandle)) {
 	t.Helper()
-	p := pkcs11.New(h.module)
+	p := pkcs11.New(h.Module)
 	if p == nil {
-		t.Fatalf("load %s", h.module)
+		t.Fatalf("load %s", h.Module)
 	}
 	defer p.Destroy()
 	if err := p.Initialize(); err != nil {
@@ -226,7 +133,7 @@ func (h *softHSM) inspect(t *testing.T, f func(*pkcs11.Ctx, pkcs11.SessionHandle
 	}
 	for _, slot := range slots {
 		info, err := p.GetTokenInfo(slot)
-		if err != nil || info.Label != h.label {
+		if err != nil || info.Label != h.Label {
 			continue
 		}
 		s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
@@ -234,14 +141,14 @@ func (h *softHSM) inspect(t *testing.T, f func(*pkcs11.Ctx, pkcs11.SessionHandle
 			t.Fatal(err)
 		}
 		defer p.CloseSession(s)
-		if err := p.Login(s, pkcs11.CKU_USER, softhsmPIN); err != nil {
+		if err := p.Login(s, pkcs11.CKU_USER, vaulttest.SoftHSMPIN); err != nil {
 			t.Fatal(err)
 		}
 		defer p.Logout(s)
 		f(p, s)
 		return
 	}
-	t.Fatalf("no token labelled %s", h.label)
+	t.Fatalf("no token labelled %s", h.Label)
 }
 
 func findObjects(t *testing.T, p *pkcs11.Ctx, s pkcs11.SessionHandle, class uint, label string) []pkcs11.ObjectHandle {
@@ -259,16 +166,16 @@ func findObjects(t *testing.T, p *pkcs11.Ctx, s pkcs11.SessionHandle, class uint
 }
 
 func TestPKCS11URIErrors(t *testing.T) {
-	h := newSoftHSM(t)
+	h := vaulttest.NewSoftHSM(t)
 	dir := t.TempDir()
 	loose := filepath.Join(dir, "loose-pin")
-	if err := os.WriteFile(loose, []byte(softhsmPIN), 0o644); err != nil {
+	if err := os.WriteFile(loose, []byte(vaulttest.SoftHSMPIN), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	notALibrary := filepath.Join(dir, "libnot-pkcs11.so")
-	writeFile(t, notALibrary, "not a shared object")
-	module := url.QueryEscape(h.module)
-	pin := url.QueryEscape(h.pinFile)
+	vaulttest.WriteFile(t, notALibrary, "not a shared object")
+	module := url.QueryEscape(h.Module)
+	pin := url.QueryEscape(h.PINFile)
 	for _, tt := range []struct {
 		name, uri string
 		want      error  // errors.Is, if not nil
@@ -303,7 +210,7 @@ func TestPKCS11URIErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.contains) {
 				t.Errorf("err = %v, want it to mention %q", err, tt.contains)
 			}
-			if strings.Contains(err.Error(), softhsmPIN) {
+			if strings.Contains(err.Error(), vaulttest.SoftHSMPIN) {
 				t.Errorf("error reveals the PIN: %v", err)
 			}
 		})
@@ -313,13 +220,13 @@ func TestPKCS11URIErrors(t *testing.T) {
 // TestPKCS11WrongPINTriedOnce counts C_Login calls reaching the token,
 // through OpenSC's pkcs11-spy.
 func TestPKCS11WrongPINTriedOnce(t *testing.T) {
-	h := newSoftHSM(t)
-	spy := firstExisting(pkcs11SpyModules)
+	h := vaulttest.NewSoftHSM(t)
+	spy := vaulttest.FirstExisting(pkcs11SpyModules)
 	if spy == "" {
-		requirePKCS11(t, "no pkcs11-spy module (OpenSC) in "+strings.Join(pkcs11SpyModules, ", "))
+		vaulttest.RequirePKCS11(t, "no pkcs11-spy module (OpenSC) in "+strings.Join(pkcs11SpyModules, ", "))
 	}
 	log := filepath.Join(t.TempDir(), "spy.log")
-	t.Setenv("PKCS11SPY", h.module)
+	t.Setenv("PKCS11SPY", h.Module)
 	t.Setenv("PKCS11SPY_OUTPUT", log)
 	logins := func() int {
 		b, err := os.ReadFile(log)
@@ -330,8 +237,8 @@ func TestPKCS11WrongPINTriedOnce(t *testing.T) {
 	}
 
 	pinFile := filepath.Join(t.TempDir(), "pin")
-	writeFile(t, pinFile, "0000\n")
-	uri := h.uriWith(newObject(), spy, pinFile)
+	vaulttest.WriteFile(t, pinFile, "0000\n")
+	uri := h.URIWith(newObject(), spy, pinFile)
 	for range 3 {
 		_, err := vault.Open(context.Background(), uri)
 		if !errors.Is(err, vault.ErrPIN) {
@@ -346,7 +253,7 @@ func TestPKCS11WrongPINTriedOnce(t *testing.T) {
 	}
 
 	// Fixing the PIN file is enough: the new PIN is tried.
-	writeFile(t, pinFile, softhsmPIN+"\n")
+	vaulttest.WriteFile(t, pinFile, vaulttest.SoftHSMPIN+"\n")
 	r, err := vault.Open(context.Background(), uri)
 	if err != nil {
 		t.Fatalf("Open after fixing the PIN file: %v", err)
@@ -359,11 +266,11 @@ func TestPKCS11WrongPINTriedOnce(t *testing.T) {
 
 // TestPKCS11IDPrefix keeps rings sharing a label apart by their id prefix.
 func TestPKCS11IDPrefix(t *testing.T) {
-	h := newSoftHSM(t)
+	h := vaulttest.NewSoftHSM(t)
 	ctx := context.Background()
 	object := newObject()
 	withID := func(id string) string {
-		return strings.Replace(h.uri(object), ";object=", ";id="+id+";object=", 1)
+		return strings.Replace(h.URI(object), ";object=", ";id="+id+";object=", 1)
 	}
 	var kids []string
 	for _, id := range []string{"%01", "%02"} {
@@ -390,7 +297,7 @@ func TestPKCS11IDPrefix(t *testing.T) {
 		}
 	}
 	// Without a prefix the ring would claim keys it did not make.
-	r, err := vault.Open(ctx, h.uri(object))
+	r, err := vault.Open(ctx, h.URI(object))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,13 +310,13 @@ func TestPKCS11IDPrefix(t *testing.T) {
 // TestPKCS11SharedLogin checks that rings on one token share a login that
 // lives until the last of them closes.
 func TestPKCS11SharedLogin(t *testing.T) {
-	h := newSoftHSM(t)
+	h := vaulttest.NewSoftHSM(t)
 	ctx := context.Background()
-	r1, err := vault.Open(ctx, h.uri(newObject()))
+	r1, err := vault.Open(ctx, h.URI(newObject()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := vault.Open(ctx, h.uri(newObject()))
+	r2, err := vault.Open(ctx, h.URI(newObject()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,9 +338,9 @@ func TestPKCS11SharedLogin(t *testing.T) {
 // and finds no objects rather than failing). The ring must report
 // ErrUnavailable, and work again once the token is back.
 func TestPKCS11TokenRemoved(t *testing.T) {
-	h := newSoftHSM(t)
+	h := vaulttest.NewSoftHSM(t)
 	ctx := context.Background()
-	uri := h.uri(newObject())
+	uri := h.URI(newObject())
 	r, err := vault.Open(ctx, uri)
 	if err != nil {
 		t.Fatal(err)
@@ -445,7 +352,7 @@ func TestPKCS11TokenRemoved(t *testing.T) {
 	}
 	signVerify(t, k)
 
-	dirs, err := filepath.Glob(filepath.Join(h.tokenDir, "*"))
+	dirs, err := filepath.Glob(filepath.Join(h.TokenDir, "*"))
 	if err != nil || len(dirs) != 1 {
 		t.Fatalf("token directories %v, %v; want one", dirs, err)
 	}
@@ -474,7 +381,7 @@ func TestPKCS11TokenRemoved(t *testing.T) {
 		}
 		t.Errorf("Open with the module failing: err = %v, want ErrUnavailable", err)
 	}
-	t.Setenv("SOFTHSM2_CONF", h.conf)
+	t.Setenv("SOFTHSM2_CONF", h.Conf)
 
 	if err := os.Rename(away, dirs[0]); err != nil {
 		t.Fatal(err)
@@ -517,12 +424,12 @@ func signVerify(t *testing.T, k vault.Key) {
 // PKCS#11 path (cgo, session pool, SoftHSM2 unwrapping the key for each
 // operation) and OpenSSL against Go's crypto, not a hardware token.
 func BenchmarkSign(b *testing.B) {
-	h := newSoftHSM(b)
+	h := vaulttest.NewSoftHSM(b)
 	ctx := context.Background()
 	digest := sha512.Sum384([]byte("signing input"))
 	for _, alg := range []vault.Alg{vault.ES384, vault.RS384} {
 		b.Run(string(alg), func(b *testing.B) {
-			r, err := vault.Open(ctx, h.uri(newObject()))
+			r, err := vault.Open(ctx, h.URI(newObject()))
 			if err != nil {
 				b.Fatal(err)
 			}
