@@ -35,6 +35,8 @@ type Server struct {
 	issued     int
 	tokens     map[string]TokenInfo // access token → grant
 	jtis       map[string]time.Time // assertion jti → assertion exp
+
+	responder responderState // the PDMP responder half, with its own lock
 }
 
 // client is a registered Client with its inline key set already parsed.
@@ -82,6 +84,7 @@ func NewServer(opts ...Option) *Server {
 	}
 	s.handler = s.withDate(s.mux)
 	s.registerAuthRoutes()
+	s.registerResponderRoutes()
 
 	// The listener exists before Start, so the URLs are set before any
 	// handler goroutine can read them.
