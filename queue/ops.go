@@ -190,10 +190,12 @@ func (q *Queue) Wait(ctx context.Context, id string) (Job, error) {
 }
 
 // Deliver returns the job like Get. For a terminal DeliverOnce job it also
-// destroys the result in the same transaction that records the delivery;
-// later calls (and Get) report Delivered with no Result, which callers map
-// to 410 Gone.
-func (q *Queue) Deliver(ctx context.Context, id string) (Job, error) {
+// replaces the result, in the same transaction that records the delivery,
+// with keep(result) — what the caller may retain, such as a report link —
+// or destroys it when keep is nil or returns nil. Later calls (and Get)
+// report Delivered with the retained result or none, which callers map to
+// 410 Gone.
+func (q *Queue) Deliver(ctx context.Context, id string, keep func(result []byte) []byte) (Job, error) {
 	job, err := q.Get(ctx, id)
 	if err != nil || job.ResultPolicy != DeliverOnce || !job.State.Terminal() || job.Delivered {
 		return job, err
@@ -210,7 +212,16 @@ func (q *Queue) Deliver(ctx context.Context, id string) (Job, error) {
 		}
 		old := r
 		r.Delivered, r.Updated = true, ns
-		if err := tx.Bucket(bucketResults).Delete([]byte(id)); err != nil {
+		var kept []byte
+		if keep != nil && j.Result != nil {
+			kept = keep(j.Result)
+		}
+		results := tx.Bucket(bucketResults)
+		if kept != nil {
+			if err := results.Put([]byte(id), q.seal(kindResult, id, kept)); err != nil {
+				return err
+			}
+		} else if err := results.Delete([]byte(id)); err != nil {
 			return err
 		}
 		return q.put(tx, &old, &r)

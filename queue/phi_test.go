@@ -56,7 +56,7 @@ func TestNoPHIAtRest(t *testing.T) {
 			t.Fatalf("job %s (%s) result lacks the test data", id, j.State)
 		}
 	}
-	if _, err := q.Deliver(ctx, ids[4]); err != nil {
+	if _, err := q.Deliver(ctx, ids[4], nil); err != nil {
 		t.Fatal(err)
 	}
 	// A retried dead job goes through its sealed body again.

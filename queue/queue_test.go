@@ -393,11 +393,12 @@ func TestDeliverOnce(t *testing.T) {
 	once := wait(t, q, submit(t, q, Request{Body: []byte("p"), ResultPolicy: DeliverOnce}).ID)
 	keep := wait(t, q, submit(t, q, Request{Body: []byte("k")}).ID)
 
-	got, err := q.Deliver(ctx, once.ID)
+	got, err := q.Deliver(ctx, once.ID, nil)
 	if err != nil || string(got.Result) != "result:p" || got.Delivered {
 		t.Fatalf("first Deliver = %+v, %v", got, err)
 	}
-	for _, f := range []func(context.Context, string) (Job, error){q.Deliver, q.Get} {
+	deliver := func(ctx context.Context, id string) (Job, error) { return q.Deliver(ctx, id, nil) }
+	for _, f := range []func(context.Context, string) (Job, error){deliver, q.Get} {
 		got, err := f(ctx, once.ID)
 		if err != nil || got.Result != nil || !got.Delivered || got.State != Done {
 			t.Fatalf("after delivery = %+v, %v", got, err)
@@ -413,10 +414,34 @@ func TestDeliverOnce(t *testing.T) {
 	}
 
 	for range 2 {
-		got, err := q.Deliver(ctx, keep.ID)
+		got, err := q.Deliver(ctx, keep.ID, nil)
 		if err != nil || string(got.Result) != "result:k" || got.Delivered {
 			t.Fatalf("KeepUntilTTL Deliver = %+v, %v", got, err)
 		}
+	}
+}
+
+// TestDeliverOnceKeeps checks that what keep returns replaces the result
+// at delivery, and that keep never runs again.
+func TestDeliverOnceKeeps(t *testing.T) {
+	q, _ := openTest(t, testOptions())
+	ctx := context.Background()
+	run(t, q, succeed)
+	job := wait(t, q, submit(t, q, Request{Body: []byte("p"), ResultPolicy: DeliverOnce}).ID)
+	calls := 0
+	keep := func(r []byte) []byte { calls++; return []byte("link-of:" + string(r)) }
+	got, err := q.Deliver(ctx, job.ID, keep)
+	if err != nil || string(got.Result) != "result:p" {
+		t.Fatalf("first Deliver = %+v, %v", got, err)
+	}
+	for range 2 {
+		got, err = q.Deliver(ctx, job.ID, keep)
+		if err != nil || !got.Delivered || string(got.Result) != "link-of:result:p" {
+			t.Fatalf("after delivery = %+v, %v", got, err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("keep called %d times", calls)
 	}
 }
 
