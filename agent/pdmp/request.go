@@ -281,6 +281,19 @@ func (r *Request) SetRetrievalKey(key string) {
 // official one, else the first. Call it on a validated request, which has
 // the three.
 func (r *Request) PatientKey(secret []byte) string {
+	family, given, birthDate := r.PatientIdentity()
+	// JSON keeps the three fields apart whatever they contain; a separator
+	// character could occur inside a name.
+	msg, _ := json.Marshal([]string{normalise(family), normalise(given), strings.TrimSpace(birthDate)})
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(msg)
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// PatientIdentity returns the patient's family name, given names (joined
+// by spaces) and birth date as sent, from the official name or else the
+// first. It is PHI: only for keyed hashing, never for logs.
+func (r *Request) PatientIdentity() (family, given, birthDate string) {
 	p := r.resource(paramPatient)
 	names, _ := asArray(p.get("name"))
 	var name object
@@ -293,21 +306,35 @@ func (r *Request) PatientKey(secret []byte) string {
 			}
 		}
 	}
-	family, _ := name.str("family")
-	var given []string
+	family, _ = name.str("family")
+	var gs []string
 	elems, _ := asArray(name.get("given"))
 	for _, e := range elems {
 		if g, ok := asString(e); ok {
-			given = append(given, g)
+			gs = append(gs, g)
 		}
 	}
-	birthDate, _ := p.str("birthDate")
-	// JSON keeps the three fields apart whatever they contain; a separator
-	// character could occur inside a name.
-	msg, _ := json.Marshal([]string{normalise(family), normalise(strings.Join(given, " ")), strings.TrimSpace(birthDate)})
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(msg)
-	return hex.EncodeToString(mac.Sum(nil))
+	birthDate, _ = p.str("birthDate")
+	return family, strings.Join(gs, " "), birthDate
+}
+
+// RoleCodes returns every code of the authorized practitioner role's
+// PractitionerRole.code, for checking a responder's allowed requester
+// kinds.
+func (r *Request) RoleCodes() []string {
+	var out []string
+	ccs, _ := asArray(r.resource(paramRole).get("code"))
+	for _, raw := range ccs {
+		cc, _ := asObject(raw)
+		codings, _ := asArray(cc.get("coding"))
+		for _, c := range codings {
+			co, _ := asObject(c)
+			if code, ok := co.str("code"); ok && code != "" {
+				out = append(out, code)
+			}
+		}
+	}
+	return out
 }
 
 // normalise folds case and runs of white space, the differences between
