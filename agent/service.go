@@ -16,8 +16,10 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/pdmp-agent/pdmp-agent/agent/audit"
 	"github.com/pdmp-agent/pdmp-agent/agent/config"
 	"github.com/pdmp-agent/pdmp-agent/agent/smart"
+	"github.com/pdmp-agent/pdmp-agent/queue"
 )
 
 // Service is the running agent: the current configuration's Agent, swapped
@@ -33,8 +35,19 @@ type Service struct {
 
 	cur atomic.Pointer[Agent]
 
-	mu     sync.Mutex
-	reload ReloadStatus
+	mu         sync.Mutex
+	reload     ReloadStatus
+	lastErrors []timedError
+	onReload   func(*config.Config)
+
+	// Opened by Run for the whole run.
+	stateDir    string
+	queue       *queue.Queue
+	audit       *audit.Log
+	patientKey  []byte
+	prestage    *prestageStore
+	metrics     *Metrics
+	maxAttempts int
 }
 
 // ReloadStatus is the result of the last configuration load.
@@ -141,6 +154,7 @@ func (s *Service) Reload(ctx context.Context) error {
 	if err != nil {
 		st.Error = err.Error()
 		s.reload = st
+		s.metrics.Reload(err)
 		s.log.Error("configuration not applied; still running on the previous one", "file", s.path, "error", err)
 		return err
 	}
@@ -150,6 +164,10 @@ func (s *Service) Reload(ctx context.Context) error {
 	s.cur.Store(a)
 	s.applyLevel(cfg)
 	s.reload = st
+	s.metrics.Reload(nil)
+	if s.onReload != nil {
+		s.onReload(cfg)
+	}
 	s.log.Info("configuration applied", "file", s.path, "version", st.Version,
 		"registrations", len(cfg.Registrations), "needs_restart", st.NeedsRestart)
 	return nil

@@ -53,6 +53,9 @@ type Listen struct {
 	Unix string `yaml:"unix" json:"unix"`
 	// Pipe is the Windows named pipe.
 	Pipe string `yaml:"pipe" json:"pipe"`
+	// Group may connect to the Unix socket and read the credential file
+	// (Unix); on Windows, the local group granted the pipe.
+	Group string `yaml:"group" json:"group"`
 	// Host is the local name accepted in the Host header besides loopback
 	// literals (default pdmp-agent).
 	Host string `yaml:"host" json:"host"`

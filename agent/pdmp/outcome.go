@@ -33,6 +33,8 @@ const (
 	IssueBusinessRule IssueType = "business-rule"
 	IssueException    IssueType = "exception"
 	IssueTransient    IssueType = "transient"
+	IssueSecurity     IssueType = "security"
+	IssueForbidden    IssueType = "forbidden"
 )
 
 // OperationOutcome is a FHIR OperationOutcome. It marshals with its

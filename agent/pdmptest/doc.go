@@ -107,8 +107,8 @@
 //
 // $process-message takes the request message Bundle as the body (or a
 // Parameters holding it in content; async = true is refused). The Bundle
-// must be type message with an id (a MessageHeader.id instead under
-// RequestHeaderID), without total or entry.request/response/search; its
+// must be type message, its MessageHeader with an id (the Bundle with an id
+// under RequestBundleID), without total or entry.request/response/search; its
 // first entry a MessageHeader with eventCoding
 // urn:ietf:rfc:3986#http://hl7.org/fhir/us/pdmp/OperationDefinition/pdmp-history,
 // source.endpoint, and exactly one focus that resolves (by fullUrl, or a
@@ -116,11 +116,11 @@
 // to the single Parameters entry, which is validated as above. The answer is
 // 200 with a response message Bundle (pdmp-bundle-response-message): a
 // MessageHeader with response.code ok, response.identifier the request's
-// Bundle.id, destination the request's source.endpoint and focus the
+// MessageHeader.id, destination the request's source.endpoint and focus the
 // urn:uuid of the second entry, the Parameters $pdmp-history would have
-// returned. FHIR R4 defines response.identifier as the request
-// MessageHeader.id, which the IG's example also uses;
-// SetResponseIdentifier(RequestHeaderID) switches to that. Invalid messages
+// returned. FHIR R4 defines response.identifier so, and the IG's example
+// follows it; SetResponseIdentifier(RequestBundleID) echoes the Bundle.id
+// instead, as some servers do. Invalid messages
 // or Parameters (400), unknown retrieval keys (404) and PatientServerError
 // (500) are answered as HTTP errors with an OperationOutcome, not as
 // response messages.

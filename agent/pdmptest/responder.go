@@ -82,13 +82,13 @@ type ResponderFault struct {
 type ResponseIdentifier int
 
 const (
-	// RequestBundleID echoes the request message Bundle.id (the default).
-	// A request message without Bundle.id is rejected.
-	RequestBundleID ResponseIdentifier = iota
 	// RequestHeaderID echoes the request MessageHeader.id, as FHIR R4
-	// defines the element and the IG's response-message example does. A
-	// request MessageHeader without id is rejected.
-	RequestHeaderID
+	// defines the element and the IG's response-message example does (the
+	// default). A request MessageHeader without id is rejected.
+	RequestHeaderID ResponseIdentifier = iota
+	// RequestBundleID echoes the request message Bundle.id, as some
+	// servers do. A request message without Bundle.id is rejected.
+	RequestBundleID
 )
 
 // InjectFault queues f for the responder. Queued faults apply in order, one
@@ -180,7 +180,7 @@ func (s *Server) ExpirePreStageKeys() {
 }
 
 // SetResponseIdentifier selects what response messages echo in
-// MessageHeader.response.identifier (default RequestBundleID).
+// MessageHeader.response.identifier (default RequestHeaderID).
 func (s *Server) SetResponseIdentifier(ri ResponseIdentifier) {
 	rs := &s.responder
 	rs.mu.Lock()

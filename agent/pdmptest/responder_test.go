@@ -561,7 +561,9 @@ func TestMessaging(t *testing.T) {
 		return params
 	}
 
-	// The IG example as is: relative focus reference, Bundle.id echoed.
+	// The IG example as is: relative focus reference, Bundle.id echoed
+	// (as some servers do; the default below is FHIR's MessageHeader.id).
+	f.srv.SetResponseIdentifier(RequestBundleID)
 	params := check(f.do(t, http.MethodPost, url, token, loadJSON(t, messageFixture), nil), "pdmp-bundle-request-message-1")
 	checkHistoryBundle(t, params, "Samuels")
 

@@ -415,3 +415,14 @@ func newJTI() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Expiry reports when reg's cached token expires, for status pages; false
+// when none is cached.
+func (c *Client) Expiry(reg *Registration) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.cache[keyOf(reg)]; e != nil && e.token.AccessToken != "" {
+		return e.token.Expires, true
+	}
+	return time.Time{}, false
+}
