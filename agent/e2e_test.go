@@ -414,4 +414,3 @@ func (e *e2e) assertNoPHIOnDisk(t *testing.T) {
 		return nil
 	})
 }
-

@@ -339,4 +339,3 @@ type timedError struct {
 	Time  time.Time `json:"time"`
 	Error string    `json:"error"`
 }
-
