@@ -26,6 +26,16 @@ var Version = "dev"
 // env is what every command gets.
 type env struct {
 	stdout, stderr io.Writer
+	hooks          Hooks
+}
+
+// Hooks are what main supplies from packages the CLI must not import
+// (the installer sits beside the agent, not under it).
+type Hooks struct {
+	// ServiceCommands are the installer's commands, for the usage text.
+	ServiceCommands map[string]string
+	// ServiceState reports the OS service's state.
+	ServiceState func() (string, error)
 }
 
 type command struct {
@@ -41,7 +51,12 @@ func init() {
 		"config":  {"config validate FILE: check a configuration file", runConfig},
 		"keys":    {"keys create|list|rotate|prune|delete: manage signing keys", runKeys},
 		"jwks":    {"print the public JWK Set to register with a responder", runJWKS},
-		"demo":    {"run a complete token exchange against the built-in sandbox", runDemo},
+		"demo":    {"run the agent against a built-in sandbox PDMP and send a query", runDemo},
+		"status":  {"status [-config FILE]: service state and the running agent's status", runStatus},
+		"query":   {"query -responder NAME (-file PARAMS.json | -family F -given G -birthdate D -npi N): send a query", runQuery},
+		"queue":   {"queue list|show|retry|cancel|purge: inspect the durable queue (agent stopped)", runQueue},
+		"audit":   {"audit verify|search|export: check and search the audit trail", runAudit},
+		"doctor":  {"check configuration, keys, tokens, responders and listeners", runDoctor},
 	}
 }
 
@@ -50,16 +65,16 @@ var errUsage = errors.New("usage")
 
 // Main runs the command line args (without the program name) and returns
 // the process exit code.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, hooks Hooks) int {
+	e := &env{stdout: stdout, stderr: stderr, hooks: hooks}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stderr)
+		usage(stderr, hooks)
 		return 2
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "pdmp-agent: unknown command %q\n\n", args[0])
-		usage(stderr)
+		usage(stderr, hooks)
 		return 2
 	}
 	if err := cmd.run(ctx, e, args[1:]); err != nil {
@@ -72,15 +87,24 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func usage(w io.Writer) {
+func usage(w io.Writer, hooks Hooks) {
 	fmt.Fprintln(w, "usage: pdmp-agent <command> [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
+	all := map[string]string{}
+	for n, c := range commands {
+		all[n] = c.summary
+	}
+	for n, s := range hooks.ServiceCommands {
+		if _, ok := all[n]; !ok {
+			all[n] = s
+		}
+	}
+	names := make([]string, 0, len(all))
+	for n := range all {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-10s %s\n", n, all[n])
 	}
 }
 

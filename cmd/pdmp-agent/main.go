@@ -7,12 +7,28 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/pdmp-agent/pdmp-agent/agent"
 	"github.com/pdmp-agent/pdmp-agent/agent/cli"
+	"github.com/pdmp-agent/pdmp-agent/installer"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	var code int
+	if len(args) > 0 && args[0] != "status" && installer.Commands()[args[0]] != "" {
+		code = installer.Command(ctx, args, installer.Options{DefaultConfig: agent.DefaultConfig}, installer.ProgramFunc(run), os.Stdout, os.Stderr)
+	} else {
+		code = cli.Main(ctx, args, os.Stdout, os.Stderr, cli.Hooks{
+			ServiceCommands: installer.Commands(),
+			ServiceState:    func() (string, error) { return installer.Status(installer.Options{}) },
+		})
+	}
 	stop()
 	os.Exit(code)
+}
+
+// run is the service: the agent under the OS service manager's control.
+func run(ctx context.Context, s installer.Service) error {
+	return agent.Run(ctx, agent.RunOptions{ConfigPath: s.ConfigPath, Log: s.Log, Ready: s.Ready, Reload: s.Reload})
 }
