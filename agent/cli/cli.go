@@ -63,6 +63,12 @@ func init() {
 // errUsage means the command line was wrong; the usage was printed.
 var errUsage = errors.New("usage")
 
+// exitCode ends a command with a given exit status, its message already
+// printed.
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
+
 // Main runs the command line args (without the program name) and returns
 // the process exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, hooks Hooks) int {
@@ -80,6 +86,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, hooks Ho
 	if err := cmd.run(ctx, e, args[1:]); err != nil {
 		if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
 			return 2
+		}
+		var code exitCode
+		if errors.As(err, &code) {
+			return int(code)
 		}
 		fmt.Fprintf(stderr, "pdmp-agent %s: %v\n", args[0], err)
 		return 1

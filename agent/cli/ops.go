@@ -57,34 +57,51 @@ func stateDir(c *config.Config) string {
 	return agent.DefaultStateDir()
 }
 
+// Exit codes of status when the agent does not answer, as LSB init
+// scripts and systemctl use them.
+const (
+	exitStopped      = 3
+	exitNotInstalled = 4
+)
+
 func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "status", "status [-config FILE]")
 	path := fs.String("config", "", "configuration file (default "+DefaultConfigPath()+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	state := "unknown"
 	if e.hooks.ServiceState != nil {
 		st, err := e.hooks.ServiceState()
 		if err != nil {
 			st = "unknown (" + err.Error() + ")"
 		}
+		state = st
 		fmt.Fprintf(e.stdout, "service: %s\n", st)
 	}
-	c, err := loadConfig(fs, *path)
-	if err != nil {
-		return err
+	// The agent may run in the foreground without the service: ask it.
+	var agentErr error
+	if c, err := loadConfig(fs, *path); err != nil {
+		agentErr = err
+	} else if cl, err := clientFor(c); err != nil {
+		agentErr = err
+	} else {
+		defer cl.Close()
+		doc, err := cl.Status(ctx)
+		if err == nil {
+			fmt.Fprintf(e.stdout, "%s\n", doc)
+			return nil
+		}
+		agentErr = fmt.Errorf("agent not reachable: %w", err)
 	}
-	cl, err := clientFor(c)
-	if err != nil {
-		return err
+	fmt.Fprintf(e.stdout, "agent: %v\n", agentErr)
+	switch state {
+	case "not installed":
+		return exitCode(exitNotInstalled)
+	case "stopped":
+		return exitCode(exitStopped)
 	}
-	defer cl.Close()
-	doc, err := cl.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("agent not reachable: %w", err)
-	}
-	fmt.Fprintf(e.stdout, "%s\n", doc)
-	return nil
+	return agentErr
 }
 
 func runQuery(ctx context.Context, e *env, args []string) error {
