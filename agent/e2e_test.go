@@ -3,11 +3,15 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/99designs/keyring"
 
 	"github.com/pdmp-agent/pdmp-agent/agent/pdmptest"
 	"github.com/pdmp-agent/pdmp-agent/ipc/client"
@@ -30,7 +36,10 @@ type e2e struct {
 	c      *client.Client
 	logs   *syncBuf
 	cancel context.CancelFunc
-	done   chan error
+	keyURI string
+	// metricsPort is the loopback port of the Prometheus listener.
+	metricsPort int
+	done        chan error
 }
 
 type syncBuf struct {
@@ -50,6 +59,7 @@ const (
 	e2eConfigT = `state_dir: %[1]s/state
 log: {level: debug, format: json}
 queue: {max_attempts: 3}
+metrics: {listen: "127.0.0.1:%[11]d"}
 listen:
   unix: %[1]s/api.sock
 callers:
@@ -124,7 +134,9 @@ func startE2E(t *testing.T, retention string) *e2e {
 			}
 		}
 	}
-	cfg := fmt.Sprintf(e2eConfigT, dir, os.Getuid(), e.a.FHIRBase, e.b.FHIRBase, retention, keyURI, sysNPI, npiAdams, npiBaker, npiClinic)
+	e.metricsPort = freePort(t)
+	e.keyURI = keyURI
+	cfg := fmt.Sprintf(e2eConfigT, dir, os.Getuid(), e.a.FHIRBase, e.b.FHIRBase, retention, keyURI, sysNPI, npiAdams, npiBaker, npiClinic, e.metricsPort)
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o640); err != nil {
 		t.Fatal(err)
@@ -212,7 +224,7 @@ func TestE2EScenarios(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.assertNoPHIInLogs(t)
+	e.assertNoSecretsAnywhere(t)
 }
 
 func TestE2ERouting(t *testing.T) {
@@ -387,14 +399,90 @@ func TestE2ESummaryAndMetadata(t *testing.T) {
 // clear.
 var phi = []string{"Wilhelmina", "1987-03-14", "03/14/1987", pdmptest.PatientHistory}
 
-func (e *e2e) assertNoPHIInLogs(t *testing.T) {
+// assertNoSecretsAnywhere scans every log line (written at debug), every
+// audit record and the metrics exposition for the test patient's data, for
+// anything shaped like a token or assertion, for the jtis of assertions
+// sent, and for windows of the private key.
+func (e *e2e) assertNoSecretsAnywhere(t *testing.T) {
 	t.Helper()
-	logs := e.logs.String()
-	for _, s := range append(phi, "eyJ") {
-		if strings.Contains(logs, s) {
-			t.Errorf("log contains %q", s)
+	places := map[string][]byte{"log": []byte(e.logs.String())}
+	filepath.WalkDir(filepath.Join(e.state, "audit"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			places[p], _ = os.ReadFile(p)
+		}
+		return nil
+	})
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.metricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	places["metrics"], _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(places["metrics"], []byte("pdmp_agent_lookups_total")) {
+		t.Fatal("metrics exposition lacks the lookup counter")
+	}
+	needles := append([]string{"eyJ", "Bearer "}, phi...)
+	for _, r := range append(e.a.TokenLog(), e.b.TokenLog()...) {
+		if r.JTI != "" {
+			needles = append(needles, r.JTI)
 		}
 	}
+	key := privateKeyWindows(t, e.keyURI)
+	for where, b := range places {
+		for _, n := range needles {
+			if bytes.Contains(b, []byte(n)) {
+				t.Errorf("%s contains %q", where, n)
+			}
+		}
+		for _, w := range key {
+			if bytes.Contains(b, w) {
+				t.Errorf("%s contains private key material", where)
+			}
+		}
+	}
+}
+
+// privateKeyWindows reads the key record back with the keyring library
+// (as only a passphrase holder could) and returns 12-byte windows of it,
+// raw and base64-encoded.
+func privateKeyWindows(t *testing.T, uri string) [][]byte {
+	t.Helper()
+	u, _ := vault.ParseURI(uri)
+	pass, _ := os.ReadFile(u.Query["passphrase-file"])
+	kr, err := keyring.Open(keyring.Config{AllowedBackends: []keyring.BackendType{keyring.FileBackend},
+		FileDir: u.Query["dir"], FilePasswordFunc: func(string) (string, error) { return string(pass), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := kr.Keys()
+	var out [][]byte
+	for _, n := range names {
+		if !strings.Contains(n, "/key/") {
+			continue
+		}
+		it, err := kr.Get(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der := it.Data[10:]
+		for i := 0; i+12 <= len(der); i += 6 {
+			out = append(out, der[i:i+12], []byte(base64.StdEncoding.EncodeToString(der[i:i+12])))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no key material found to look for")
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (e *e2e) assertNoPHIOnDisk(t *testing.T) {
