@@ -129,8 +129,9 @@ func (b *keyringBackend) keyItem(name, kid string) string {
 	return b.prefix + "key/" + name + "/" + kid
 }
 
-// Blob layout: version byte, alg byte, created (unix seconds, big endian),
-// then the PKCS#8 DER. Binary rather than JSON so an RSA-3072 key fits the
+// Blob layout: version byte, alg byte, created (unix nanoseconds, big
+// endian: rotations within one second must still order), then the PKCS#8
+// DER. Binary rather than JSON so an RSA-3072 key fits the
 // Windows Credential Manager limit with room to spare.
 const blobVersion = 1
 
@@ -139,7 +140,7 @@ var algCodes = map[Alg]byte{ES384: 1, RS384: 2}
 func encodeBlob(alg Alg, created time.Time, pkcs8 []byte) []byte {
 	b := make([]byte, 10, 10+len(pkcs8))
 	b[0], b[1] = blobVersion, algCodes[alg]
-	binary.BigEndian.PutUint64(b[2:], uint64(created.Unix()))
+	binary.BigEndian.PutUint64(b[2:], uint64(created.UnixNano()))
 	return append(b, pkcs8...)
 }
 
@@ -153,7 +154,7 @@ func decodeBlob(b []byte) (Alg, time.Time, crypto.Signer, error) {
 			alg = a
 		}
 	}
-	created := time.Unix(int64(binary.BigEndian.Uint64(b[2:10])), 0)
+	created := time.Unix(0, int64(binary.BigEndian.Uint64(b[2:10])))
 	// Parse errors are replaced: some wrap fragments of the input.
 	priv, err := x509.ParsePKCS8PrivateKey(b[10:])
 	if err != nil {
@@ -182,7 +183,7 @@ func (b *keyringBackend) Generate(_ context.Context, name string, alg Alg, creat
 	if err != nil {
 		return nil, err
 	}
-	k, err := NewKey(s, alg, created.Truncate(time.Second))
+	k, err := NewKey(s, alg, created)
 	if err != nil {
 		return nil, err
 	}
