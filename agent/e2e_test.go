@@ -385,6 +385,9 @@ func TestE2ESummaryAndMetadata(t *testing.T) {
 	if err != nil || !bytes.Contains(resp.Body, []byte(`"summary"`)) || !bytes.Contains(resp.Body, []byte(`"alerts"`)) {
 		t.Fatalf("summary: %v %s", err, resp.Body)
 	}
+	if !bytes.Contains(resp.Body, []byte(`"clinical"`)) || !bytes.Contains(resp.Body, []byte("DetectedIssue")) {
+		t.Errorf("summary under a data policy lacks the clinical summary: %s", resp.Body)
+	}
 	caps, err := e.c.Capabilities(ctx, "state-a")
 	if err != nil || !bytes.Contains(caps, []byte(`"retention"`)) || !bytes.Contains(caps, []byte("data-use-policy")) {
 		t.Fatalf("metadata: %v %s", err, caps)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pdmp-agent/pdmp-agent/agent/audit"
+	"github.com/pdmp-agent/pdmp-agent/agent/clinical"
 	"github.com/pdmp-agent/pdmp-agent/agent/pdmp"
 	"github.com/pdmp-agent/pdmp-agent/ipc"
 	"github.com/pdmp-agent/pdmp-agent/queue"
@@ -384,13 +385,23 @@ func linkOnly(result []byte) []byte {
 	return b
 }
 
-// summarize is the compact answer an EHR asks for with _summary=pdmp.
+// summarize is the compact answer an EHR asks for with _summary=pdmp: the
+// responder's status, counts, alerts, link and key, plus — only where the
+// responder's policy allows discrete data — the clinical summary as a FHIR
+// Bundle of DetectedIssues and Observations (docs/clinical-summary.md).
 func summarize(result []byte, discrete bool) ([]byte, error) {
 	resp, err := pdmp.ParseResponse(result)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(struct {
-		Summary pdmp.Summary `json:"summary"`
-	}{resp.Summary()})
+	out := struct {
+		Summary  pdmp.Summary    `json:"summary"`
+		Clinical json.RawMessage `json:"clinical,omitempty"`
+	}{Summary: resp.Summary()}
+	if discrete && resp.History != nil {
+		if out.Clinical, err = clinical.Summarize(resp.History, time.Now(), clinical.Options{}).FHIR(); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(out)
 }

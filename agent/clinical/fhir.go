@@ -230,7 +230,7 @@ func (s Summary) mmeObservation() observation {
 		for _, k := range s.Skipped {
 			parts = append(parts, k.Display+": "+k.Reason)
 		}
-		n := "Left out of the time-based findings: " + strings.Join(parts, "; ") + "."
+		n := "Left out of the findings on supply: " + strings.Join(parts, "; ") + "."
 		notes = append(notes, annotation{n})
 		fmt.Fprintf(&div, "<p>%s</p>", esc(n))
 	}

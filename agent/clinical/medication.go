@@ -264,7 +264,8 @@ func quantityUnit(q *pdmp.Quantity) unitKind {
 //
 // The fentanyl form is the CDC's "mcg/hr × 2.4" for continuous wear,
 // scaled by how much of the days supply the systems dispensed cover (ten
-// 72-hour systems over 30 days are one worn at a time).
+// 72-hour systems over 30 days are one worn at a time). days is positive:
+// only dispenses with a days supply are placed in time.
 func computeMME(p product, q *pdmp.Quantity, days float64) (float64, string) {
 	if q == nil || q.Value <= 0 {
 		return 0, "no quantity"

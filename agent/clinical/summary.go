@@ -25,9 +25,9 @@ type Options struct {
 	// MinPrescribers and MinPharmacies within the last 6 months make a
 	// multiple-provider episode (defaults 5 and 5; both must be reached).
 	MinPrescribers, MinPharmacies int
-	// EarlyRefillShare is the share of the earlier supply that must remain
-	// at a refill of the same drug for the early-refill flag to be
-	// moderate rather than low (default 0.25).
+	// EarlyRefillShare: a refill of the same drug with more than this
+	// share of the earlier supply left is flagged moderate, one with less
+	// left low (default 0.25).
 	EarlyRefillShare float64
 }
 
@@ -76,8 +76,10 @@ type Summary struct {
 	DailyMMEAtLeast bool
 	// Prescribers and pharmacies seen in the last 6 and 12 months.
 	Last6Months, Last12Months ProviderCounts
-	// Skipped are the dispenses left out of the time-based findings, and
-	// why.
+	// Skipped are the dispenses left out of the findings on supply
+	// (active opioids, overlaps, early refills), and why. Those without a
+	// date, or never dispensed by their status, are also left out of the
+	// provider counts.
 	Skipped []Skipped
 }
 
@@ -172,7 +174,7 @@ type ProviderCounts struct {
 	Dispenses                          []Ref
 }
 
-// Skipped is a dispense left out of the time-based findings.
+// Skipped is a dispense left out of the findings on supply.
 type Skipped struct {
 	Ref
 	Reason string
@@ -194,12 +196,6 @@ type record struct {
 func (r *record) end() float64 { return float64(r.start) + r.days }
 
 func (r *record) supplied() bool { return r.dated && r.days > 0 }
-
-// overlaps reports whether two supply windows [start, start+days) share a
-// day; windows that only touch (one ends the day the other starts) do not.
-func (r *record) overlaps(o *record) bool {
-	return float64(r.start) < o.end() && float64(o.start) < r.end()
-}
 
 func (r *record) isOpioid() bool {
 	return len(r.product.names(opioid)) > 0 || r.d.MME != nil // only opioids have an MME
@@ -270,19 +266,30 @@ type summarizer struct {
 	shops   identities // pharmacies
 }
 
+// patientRef describes a Patient record by what tells the candidates
+// apart: names, birth date and the PDMP it comes from.
 func patientRef(p pdmp.Patient) Ref {
-	var name []string
+	var names, parts []string
 	for _, n := range p.Name {
-		name = append(name, strings.TrimSpace(n.Family+", "+strings.Join(n.Given, " ")))
+		if given := strings.Join(n.Given, " "); n.Family != "" && given != "" {
+			names = append(names, n.Family+", "+given)
+		} else if n.Family+given != "" {
+			names = append(names, n.Family+given)
+		}
 	}
-	display := strings.Join(name, "; ")
+	if len(names) > 0 {
+		parts = append(parts, strings.Join(names, "; "))
+	}
 	if p.BirthDate != "" {
-		display += ", born " + p.BirthDate
+		parts = append(parts, "born "+p.BirthDate)
 	}
 	if p.Source != "" {
-		display += ", from " + p.Source
+		parts = append(parts, "from "+p.Source)
 	}
-	return Ref{Entry: p.Entry, Type: "Patient", Display: strings.TrimPrefix(display, ", ")}
+	if len(parts) == 0 {
+		parts = append(parts, "Patient "+p.Key)
+	}
+	return Ref{Entry: p.Entry, Type: "Patient", Display: strings.Join(parts, ", ")}
 }
 
 // readDispenses places the dispenses in time and identifies their
@@ -379,7 +386,7 @@ func (s *summarizer) activeOpioids(skipped []Skipped) ([]OpioidDispense, float64
 			Start:       r.start.time(),
 			End:         r.start.time().Add(time.Duration(r.days * float64(24*time.Hour))),
 		}
-		o.MME, o.Source, o.Note = s.mme(r)
+		o.MME, o.Source, o.Note = r.mme()
 		switch o.Source {
 		case MMEReported, MMEComputed:
 			total += o.MME
@@ -395,7 +402,7 @@ func (s *summarizer) activeOpioids(skipped []Skipped) ([]OpioidDispense, float64
 // MME/day by the IG's definition ("the equivalent daily morphine dose") and
 // is used as sent, except for fentanyl transdermal systems, for which the
 // same definition allows the value in mcg/hr, so it cannot be read safely.
-func (s *summarizer) mme(r *record) (float64, MMESource, string) {
+func (r *record) mme() (float64, MMESource, string) {
 	names := r.product.names(opioid)
 	if len(names) > 0 && !slices.ContainsFunc(names, func(n string) bool { return n != buprenorphine }) {
 		return 0, MMENotCounted, "buprenorphine is not counted in MME (the CDC table gives it no factor)"
@@ -441,27 +448,34 @@ func (s *summarizer) mmeFlag(active []OpioidDispense, total float64, atLeast boo
 // overlap by at least one day, over the whole history.
 func (s *summarizer) opioidBenzoFlag() (Flag, bool) {
 	days := map[day]bool{}
-	var on []*record
+	involved := map[*record]bool{}
 	current := false
 	for _, o := range s.records {
 		if !o.supplied() || !o.isOpioid() {
 			continue
 		}
 		for _, b := range s.records {
-			if !b.supplied() || !b.isBenzodiazepine() || o == b || !o.overlaps(b) {
+			if !b.supplied() || !b.isBenzodiazepine() || o == b {
 				continue
 			}
+			// The supply windows [start, start+days) share the days from
+			// the later start to the earlier end. Windows that only touch,
+			// one ending the day the other starts, share none.
 			from, to := float64(max(o.start, b.start)), math.Min(o.end(), b.end())
+			if from >= to {
+				continue
+			}
 			for d := from; d < to; d++ {
 				days[day(d)] = true
 			}
 			current = current || from <= s.now && s.now < to
-			on = appendNew(on, o, b)
+			involved[o], involved[b] = true, true
 		}
 	}
 	if len(days) == 0 {
 		return Flag{}, false
 	}
+	on := slices.DeleteFunc(slices.Clone(s.records), func(r *record) bool { return !involved[r] }) // in date order
 	var opioids, benzos, lme []string
 	for _, r := range on {
 		opioids = appendNew(opioids, r.product.names(opioid)...)
@@ -475,8 +489,13 @@ func (s *summarizer) opioidBenzoFlag() (Flag, bool) {
 	all := slices.Collect(maps.Keys(days))
 	first, last := slices.Min(all), slices.Max(all)
 	f := Flag{Code: FlagOpioidBenzo, Severity: SeverityModerate, On: refs(on)}
-	f.Detail = fmt.Sprintf("Opioid (%s) and benzodiazepine (%s) supplies overlap on %d days, %s to %s",
-		orUnnamed(opioids), orUnnamed(benzos), len(days), first, last)
+	f.Detail = fmt.Sprintf("Opioid (%s) and benzodiazepine (%s) supplies overlap on %s",
+		orUnnamed(opioids), orUnnamed(benzos), plural(len(days), "day"))
+	if first == last {
+		f.Detail += fmt.Sprintf(", %s", first)
+	} else {
+		f.Detail += fmt.Sprintf(", %s to %s", first, last)
+	}
 	if current {
 		f.Severity = SeverityHigh
 		f.Detail += ", including today"
@@ -610,6 +629,13 @@ func orUnnamed(names []string) string {
 		return "ingredient not named"
 	}
 	return strings.Join(names, ", ")
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // formatNumber writes a number as briefly as it is exact: 60, 7.5.

@@ -13,7 +13,7 @@ package clinical
 // pain management". A factor multiplies the daily dose in mg, except
 // fentanyl's, which multiplies the transdermal delivery rate in mcg/hr.
 // The CDC's factors are for oral opioids and transdermal fentanyl, so other
-// routes are not converted (see readProduct).
+// routes are not converted (see computeMME).
 var mmeFactors = map[string]float64{
 	"codeine":       0.15,
 	"fentanyl":      2.4, // transdermal, per mcg/hr
