@@ -348,6 +348,10 @@ func TestE2EPolicies(t *testing.T) {
 		if err != nil || !bytes.Contains(kept.Body, []byte("pdmp-history-link")) {
 			t.Fatalf("view policy did not keep the link: %v", err)
 		}
+		sum, err := e.c.Query(ctx, "state-a", patientParams(pdmptest.PatientHistory, npiAdams), &client.QueryOptions{Summary: true})
+		if err != nil || bytes.Contains(sum.Body, []byte(`"clinical"`)) {
+			t.Fatalf("view policy computed a clinical summary from discrete data: %v %s", err, sum.Body)
+		}
 	})
 	t.Run("data", func(t *testing.T) {
 		e := startE2E(t, "data")

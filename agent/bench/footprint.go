@@ -94,13 +94,16 @@ type Backlog struct {
 	DrainWindowS float64 `json:"drain_window_s"`
 	Drained      int     `json:"drained"`
 	DrainPerSec  float64 `json:"drain_per_s"`
-	// RateLimit and Burst are the responder's configured limits; MaxIn1s
-	// is the most requests it saw in any 1 s window, which the limits
-	// cap at RateLimit + Burst.
+	// RateLimit and Burst are the responder's configured limits, which
+	// allow RateLimit + Burst requests a second. MaxPerSecond is the most
+	// the responder saw in one of the consecutive 1 s windows from its
+	// first request; MaxSliding1s the most in any 1 s, which also counts
+	// the jitter between the agent's throttle and the request's arrival.
 	RateLimit     float64 `json:"rate_limit"`
 	Burst         int     `json:"burst"`
-	MaxIn1s       int     `json:"max_in_1s"`
-	RateRespected bool    `json:"rate_respected"`
+	MaxPerSecond  int     `json:"max_per_second"`
+	MaxSliding1s  int     `json:"max_sliding_1s"`
+	RateRespected bool    `json:"rate_respected"` // MaxPerSecond ≤ RateLimit + Burst
 }
 
 // Backlog responder limits: a rate a state PDMP might ask for, and as
@@ -276,14 +279,28 @@ func drain(ctx context.Context, sb *pdmptest.Server, window time.Duration, b *Ba
 	b.DrainPerSec = float64(b.Drained) / window.Seconds()
 	// Arrival times are taken before the sandbox's log lock: sort them.
 	slices.SortFunc(arrivals, time.Time.Compare)
-	b.MaxIn1s = maxInWindow(arrivals, time.Second)
-	b.RateRespected = b.MaxIn1s <= backlogRate+backlogBurst
+	b.MaxPerSecond = maxPerWindow(arrivals, t0, time.Second)
+	b.MaxSliding1s = maxSliding(arrivals, time.Second)
+	b.RateRespected = b.MaxPerSecond <= backlogRate+backlogBurst
 	return nil
 }
 
-// maxInWindow is the most of the sorted times within any window of
-// length w: a token bucket of rate r and burst b allows at most r·w + b.
-func maxInWindow(ts []time.Time, w time.Duration) int {
+// maxPerWindow is the most of ts in one of the consecutive windows of
+// length w that start at t0.
+func maxPerWindow(ts []time.Time, t0 time.Time, w time.Duration) int {
+	counts := map[time.Duration]int{}
+	best := 0
+	for _, t := range ts {
+		k := t.Sub(t0) / w
+		counts[k]++
+		best = max(best, counts[k])
+	}
+	return best
+}
+
+// maxSliding is the most of the sorted times within any window of length
+// w.
+func maxSliding(ts []time.Time, w time.Duration) int {
 	best, lo := 0, 0
 	for hi, t := range ts {
 		for t.Sub(ts[lo]) >= w {

@@ -67,8 +67,8 @@ func writeTable(w io.Writer, r *Report) error {
 				msText(b.ReadyBacklogMS), msText(b.ReadyEmptyMS), b.RSSBacklogMB, b.RSSEmptyMB), "")
 		eta := time.Duration(float64(b.Jobs-b.Drained) / b.DrainPerSec * float64(time.Second)).Round(time.Second)
 		row("backlog", fmt.Sprintf("drain, limit %.0f/s burst %d", b.RateLimit, b.Burst),
-			fmt.Sprintf("%.0f/s over %.0f s (rest of the backlog: ~%v); peak RSS %.1f MiB; at most %d requests in 1 s (limit %d)",
-				b.DrainPerSec, b.DrainWindowS, eta, b.RSSPeakMB, b.MaxIn1s, int(b.RateLimit)+b.Burst),
+			fmt.Sprintf("%.0f/s over %.0f s (rest of the backlog: ~%v); peak RSS %.1f MiB; responder saw at most %d/s (limit %d; busiest sliding 1 s: %d)",
+				b.DrainPerSec, b.DrainWindowS, eta, b.RSSPeakMB, b.MaxPerSecond, int(b.RateLimit)+b.Burst, b.MaxSliding1s),
 			verdict(b.RateRespected, "over the limit"))
 	}
 	for _, e := range r.Errors {

@@ -15,6 +15,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/pdmp-agent/pdmp-agent/vault"
 )
 
 // maxBody bounds what we read from a token or discovery response.
@@ -108,7 +110,9 @@ func contains(ss []string, s string) bool {
 func (c *Client) assertion(ctx context.Context, endpoint string, reg *Registration) (string, error) {
 	key, err := reg.Keys.Current(ctx)
 	if err != nil {
-		return "", &TokenError{Registration: reg.Name, Permanent: true, Err: err}
+		// A key store that is away (a removed token, a locked keychain) may
+		// come back: retry later. Anything else needs a person.
+		return "", &TokenError{Registration: reg.Name, Permanent: !errors.Is(err, vault.ErrUnavailable), Err: err}
 	}
 	life := reg.AssertionLifetime
 	if life <= 0 {

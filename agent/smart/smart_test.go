@@ -442,3 +442,30 @@ func TestRetryAfterParse(t *testing.T) {
 		}
 	}
 }
+
+type failingKeys struct{ err error }
+
+func (f failingKeys) Current(context.Context) (vault.Key, error) { return nil, f.err }
+
+// TestKeyStoreErrors: an unavailable key store is retried later; any
+// other key fault is a configuration fault that waits for a person.
+func TestKeyStoreErrors(t *testing.T) {
+	for _, tt := range []struct {
+		err       error
+		permanent bool
+	}{
+		{fmt.Errorf("token removed: %w", vault.ErrUnavailable), false},
+		{fmt.Errorf("wrong PIN: %w", vault.ErrPIN), true},
+		{vault.ErrNotFound, true},
+	} {
+		e := setup(t, vault.ES384)
+		e.reg.Keys = failingKeys{tt.err}
+		_, err := e.c.Token(context.Background(), e.reg)
+		if errors.Is(err, smart.ErrCredential) != tt.permanent {
+			t.Errorf("%v: permanent = %v, want %v", tt.err, errors.Is(err, smart.ErrCredential), tt.permanent)
+		}
+		if e.srv.TokenRequests() != 0 {
+			t.Errorf("%v: a token request was sent without a key", tt.err)
+		}
+	}
+}
