@@ -348,6 +348,15 @@ func TestE2EPolicies(t *testing.T) {
 		if err != nil || !bytes.Contains(kept.Body, []byte("pdmp-history-link")) {
 			t.Fatalf("view policy did not keep the link: %v", err)
 		}
+		// The agent fetches the linked report with its token; the EHR never
+		// holds one.
+		rep, err := e.c.Report(ctx, link.JobID)
+		if err != nil || rep.StatusCode != 200 || len(rep.Body) == 0 {
+			t.Fatalf("report through the agent: %v", err)
+		}
+		if reqs := e.a.Requests(); !strings.HasPrefix(reqs[len(reqs)-1].Path, "/reports/") || reqs[len(reqs)-1].Status != 200 {
+			t.Fatalf("responder saw %+v", reqs[len(reqs)-1])
+		}
 		sum, err := e.c.Query(ctx, "state-a", patientParams(pdmptest.PatientHistory, npiAdams), &client.QueryOptions{Summary: true})
 		if err != nil || bytes.Contains(sum.Body, []byte(`"clinical"`)) {
 			t.Fatalf("view policy computed a clinical summary from discrete data: %v %s", err, sum.Body)

@@ -95,8 +95,11 @@ func (a *Agent) do(ctx context.Context, reg *Registration, method, target string
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Accept", "application/fhir+json")
+	} else {
+		// A report link serves HTML or PDF, not FHIR.
+		req.Header.Set("Accept", "*/*")
 	}
-	req.Header.Set("Accept", "application/fhir+json")
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	req.Header.Set("X-Request-ID", requestID)
 	resp, err := reg.Responder.HTTP.Do(req)

@@ -31,6 +31,10 @@ type Backend interface {
 	// Cancel stops a job that has not finished: ErrNotFound, or
 	// ErrFinished when it already has.
 	Cancel(ctx context.Context, id string, c Caller) error
+	// Report fetches the rendered report a finished job's answer links to
+	// (pdmp-history-link), through the agent, which alone holds the token.
+	// Its Body and ContentType are the report's.
+	Report(ctx context.Context, id string, c Caller) (JobStatus, error)
 	// Capabilities returns the CapabilityStatement (JSON) of one responder,
 	// or ErrNotFound for a responder that is not configured.
 	Capabilities(ctx context.Context, responder string) ([]byte, error)

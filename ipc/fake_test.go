@@ -145,6 +145,16 @@ func (f *FakeBackend) Cancel(ctx context.Context, id string, c Caller) error {
 	return nil
 }
 
+func (f *FakeBackend) Report(ctx context.Context, id string, c Caller) (JobStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.jobs[id]
+	if !ok || j.owner != c.Name {
+		return JobStatus{}, ErrNotFound
+	}
+	return JobStatus{ID: id, State: StateDone, Body: []byte("<html>report</html>"), ContentType: "text/html"}, nil
+}
+
 func (f *FakeBackend) Capabilities(ctx context.Context, responder string) ([]byte, error) {
 	if responder != "state-a" {
 		return nil, ErrNotFound

@@ -34,6 +34,7 @@ var routes = []route{
 	{"POST", "/fhir/{responder}/$process-message", PermQuery, submit(OpProcessMessage)},
 	{"GET", "/jobs/{id}", PermJobs, (*Server).serveJob},
 	{"DELETE", "/jobs/{id}", PermJobs, (*Server).serveCancel},
+	{"GET", "/jobs/{id}/report", PermJobs, (*Server).serveReport},
 }
 
 func submit(op string) func(*Server, http.ResponseWriter, *http.Request, *requestState) {
@@ -211,6 +212,15 @@ func (s *Server) serveSubmit(w http.ResponseWriter, r *http.Request, rs *request
 
 func (s *Server) serveJob(w http.ResponseWriter, r *http.Request, rs *requestState) {
 	st, err := s.backend.Job(r.Context(), r.PathValue("id"), rs.caller)
+	if err != nil {
+		s.backendError(w, r, rs, err, "unknown job")
+		return
+	}
+	writeJob(w, st)
+}
+
+func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, rs *requestState) {
+	st, err := s.backend.Report(r.Context(), r.PathValue("id"), rs.caller)
 	if err != nil {
 		s.backendError(w, r, rs, err, "unknown job")
 		return

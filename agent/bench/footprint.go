@@ -279,6 +279,7 @@ func drain(ctx context.Context, sb *pdmptest.Server, window time.Duration, b *Ba
 	b.DrainPerSec = float64(b.Drained) / window.Seconds()
 	// Arrival times are taken before the sandbox's log lock: sort them.
 	slices.SortFunc(arrivals, time.Time.Compare)
+	if origDrainHook != nil { origDrainHook(arrivals, t0) }
 	b.MaxPerSecond = maxPerWindow(arrivals, t0, time.Second)
 	b.MaxSliding1s = maxSliding(arrivals, time.Second)
 	b.RateRespected = b.MaxPerSecond <= backlogRate+backlogBurst
@@ -322,3 +323,5 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+var origDrainHook func([]time.Time, time.Time)

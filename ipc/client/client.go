@@ -257,6 +257,12 @@ func (c *Client) Job(ctx context.Context, id string) (*Response, error) {
 	return r, err
 }
 
+// Report fetches, through the agent, the rendered report a finished job's
+// answer links to.
+func (c *Client) Report(ctx context.Context, id string) (*Response, error) {
+	return c.do(ctx, http.MethodGet, "/jobs/"+url.PathEscape(id)+"/report", nil, nil)
+}
+
 // Await polls a job until it is finished, as often as the agent's
 // Retry-After says; if ctx ends first, it returns the last pending Response
 // with ctx's error.
