@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pdmp-agent/pdmp-agent/agent/pdmptest"
 )
 
 func run(t *testing.T, args ...string) (string, string, int) {
@@ -92,5 +94,42 @@ func TestDemoOnce(t *testing.T) {
 		if strings.Contains(out+errOut, secret) {
 			t.Errorf("demo printed %q", secret)
 		}
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	srv := pdmptest.NewServer()
+	defer srv.Close()
+	dir := t.TempDir()
+	pass := filepath.Join(dir, "pass")
+	os.WriteFile(pass, []byte("pw"), 0o600)
+	uri := fmt.Sprintf("keyring:doc?backend=file&dir=%s&passphrase-file=%s", url.QueryEscape(filepath.Join(dir, "kr")), url.QueryEscape(pass))
+	if _, _, code := run(t, "keys", "create", "-uri", uri); code != 0 {
+		t.Fatal("keys create failed")
+	}
+	set, _, _ := run(t, "jwks", "-uri", uri)
+	if err := srv.RegisterClient(pdmptest.Client{ID: "doc", JWKS: []byte(set)}); err != nil {
+		t.Fatal(err)
+	}
+	write := func(clientID string) string {
+		p := filepath.Join(dir, clientID+".yaml")
+		os.WriteFile(p, fmt.Appendf(nil, `responders:
+  - name: sandbox
+    fhir_base: %s
+registrations:
+  - name: doc
+    responder: sandbox
+    client_id: %s
+    key: %q
+`, srv.FHIRBase, clientID, uri), 0o600)
+		return p
+	}
+	out, errOut, code := run(t, "doctor", "-config", write("doc"))
+	if code != 0 || strings.Contains(out, "FAIL") || !strings.Contains(out, "token doc") || !strings.Contains(out, "responder sandbox") {
+		t.Fatalf("healthy setup: %d\n%s%s", code, out, errOut)
+	}
+	out, _, code = run(t, "doctor", "-config", write("stranger"))
+	if code != 1 || !strings.Contains(out, "FAIL  token doc") {
+		t.Fatalf("unregistered client: %d\n%s", code, out)
 	}
 }
