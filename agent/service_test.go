@@ -164,3 +164,26 @@ func TestReloadReportsRestartOnlySettings(t *testing.T) {
 		t.Fatalf("status %+v, want needs_restart state_dir,listen", st)
 	}
 }
+
+func TestReloadChangesLogLevelLive(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	uri := keyURI(t, dir, "first")
+	os.WriteFile(path, fmt.Appendf(nil, reloadBase, uri), 0o640)
+	level := new(slog.LevelVar)
+	s, err := NewService(context.Background(), path, level, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if level.Level() != slog.LevelInfo {
+		t.Fatalf("initial level %v", level.Level())
+	}
+	os.WriteFile(path, append([]byte("log: {level: debug}\n"), fmt.Appendf(nil, reloadBase, uri)...), 0o640)
+	if err := s.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Fatalf("level after reload %v, want debug", level.Level())
+	}
+}
