@@ -39,6 +39,9 @@ func ParseURI(s string) (*URI, error) {
 			continue
 		}
 		k, v, hasEq := strings.Cut(seg, "=")
+		if hasEq && k == "" {
+			return nil, fmt.Errorf("%w: path attribute %d has no name", ErrBadURI, i+1)
+		}
 		if !hasEq {
 			if i != 0 {
 				return nil, fmt.Errorf("%w: path attribute %d has no '='", ErrBadURI, i+1)
@@ -83,6 +86,9 @@ func (u *URI) Redacted() string { return u.format(true) }
 func (u *URI) String() string { return u.format(false) }
 
 func (u *URI) format(hide bool) string {
+	// PathEscape leaves '=' alone, but in a path attribute it separates
+	// name from value.
+	pathEsc := func(v string) string { return strings.ReplaceAll(url.PathEscape(v), "=", "%3D") }
 	value := func(k, v string, esc func(string) string) string {
 		if hide && slices.Contains(secretAttrs, k) {
 			return "REDACTED"
@@ -92,14 +98,14 @@ func (u *URI) format(hide bool) string {
 	var b strings.Builder
 	b.WriteString(u.Scheme)
 	b.WriteByte(':')
-	b.WriteString(url.PathEscape(u.Name))
+	b.WriteString(pathEsc(u.Name))
 	first := u.Name == ""
 	for _, k := range sortedKeys(u.Path) {
 		if !first {
 			b.WriteByte(';')
 		}
 		first = false
-		b.WriteString(k + "=" + value(k, u.Path[k], url.PathEscape))
+		b.WriteString(k + "=" + value(k, u.Path[k], pathEsc))
 	}
 	for i, k := range sortedKeys(u.Query) {
 		if i == 0 {
