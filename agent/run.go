@@ -95,7 +95,16 @@ func Run(ctx context.Context, o RunOptions) error {
 	}
 	qctx, stopQueue := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = svc.queue.Run(qctx, svc.handle) }()
+	go func() {
+		defer wg.Done()
+		// With a backlog, tokens first: an attempt that waits for one after
+		// taking its rate-limit slot would reach the responder bunched with
+		// later ones, over the limit a backlog drain must respect.
+		if st, err := svc.queue.Stats(qctx); err == nil && st[queue.Queued] > 0 {
+			svc.warmTokens(qctx, 5*time.Second)
+		}
+		_ = svc.queue.Run(qctx, svc.handle)
+	}()
 	go func() { defer wg.Done(); _ = svc.Watch(qctx) }()
 	if o.Ready != nil {
 		o.Ready()
@@ -322,6 +331,20 @@ func (s *Service) serveMetrics(errs chan<- error) (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// warmTokens obtains a token for every registration, concurrently, for at
+// most d. Failures are logged by the token client and retried by the jobs
+// that need them.
+func (s *Service) warmTokens(ctx context.Context, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, reg := range s.Agent().registrations {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _ = s.tokens.Token(ctx, reg.SMART) }()
+	}
+	wg.Wait()
 }
 
 // noteError keeps the last few errors for status (never PHI: callers pass

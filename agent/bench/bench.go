@@ -148,7 +148,7 @@ func Run(ctx context.Context, o Options, w io.Writer) (Report, error) {
 			return
 		}
 		progress("%s", name)
-		if err := f(); err != nil {
+		if err := f(); err != nil && ctx.Err() == nil {
 			progress("%s could not run: %v", name, err)
 			rep.Errors = append(rep.Errors, name+": "+err.Error())
 		}

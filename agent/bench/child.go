@@ -60,7 +60,8 @@ func (c *child) waitReady(ctx context.Context, sock string) error {
 	hc := &http.Client{Transport: tr, Timeout: time.Second}
 	deadline := time.NewTimer(readyTimeout)
 	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
+	// Often enough that the time to ready is right to a few milliseconds.
+	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://localhost/healthz", nil)

@@ -19,12 +19,14 @@ import (
 
 // Idle is a child agent's footprint while it has nothing to do.
 type Idle struct {
-	WindowS    float64 `json:"window_s"`
-	RSSStartMB float64 `json:"rss_start_mib"`
-	RSSEndMB   float64 `json:"rss_end_mib"`
-	PeakMB     float64 `json:"rss_peak_mib"` // VmHWM since the process started
-	CPUSeconds float64 `json:"cpu_s"`        // user + system over the window
-	CPUPercent float64 `json:"cpu_percent"`  // of one core
+	WindowS  float64 `json:"window_s"`
+	RSSStart RSS     `json:"rss_start"`
+	RSSEnd   RSS     `json:"rss_end"`
+	PeakMB   float64 `json:"rss_peak_mib"` // since the process started
+	// CPUSeconds is user + system time over the window, in the 10 ms
+	// ticks /proc counts in.
+	CPUSeconds float64 `json:"cpu_s"`
+	CPUPercent float64 `json:"cpu_percent"` // of one core
 }
 
 // runIdle starts a child agent, lets it answer one query (so it holds a
@@ -68,7 +70,7 @@ func runIdle(ctx context.Context, h *harness, p plan) (*Idle, error) {
 	}
 	window := time.Since(t0)
 	cpu := (s1.cpu - s0.cpu).Seconds()
-	return &Idle{WindowS: window.Seconds(), RSSStartMB: mib(s0.rssKiB), RSSEndMB: mib(s1.rssKiB), PeakMB: mib(s1.peakKiB),
+	return &Idle{WindowS: window.Seconds(), RSSStart: s0.rss, RSSEnd: s1.rss, PeakMB: s1.peakMB,
 		CPUSeconds: cpu, CPUPercent: 100 * cpu / window.Seconds()}, nil
 }
 
@@ -86,24 +88,25 @@ type Backlog struct {
 	QueueFileMB    float64 `json:"queue_file_mib"`
 	ReadyEmptyMS   float64 `json:"ready_empty_ms"`   // first start, empty state
 	ReadyBacklogMS float64 `json:"ready_backlog_ms"` // restart with the backlog
-	RSSEmptyMB     float64 `json:"rss_ready_empty_mib"`
-	RSSBacklogMB   float64 `json:"rss_ready_backlog_mib"`
-	RSSPeakMB      float64 `json:"rss_peak_draining_mib"`
+	RSSEmpty       RSS     `json:"rss_ready_empty"`
+	RSSBacklog     RSS     `json:"rss_ready_backlog"`
+	PeakMB         float64 `json:"rss_peak_draining_mib"` // since the restart
 	// Drain is observed at the responder for DrainWindowS from its first
 	// request after the restart.
 	DrainWindowS float64 `json:"drain_window_s"`
 	Drained      int     `json:"drained"`
 	DrainPerSec  float64 `json:"drain_per_s"`
 	// RateLimit and Burst are the responder's configured limits, which
-	// allow RateLimit + Burst requests a second. MaxPerSecond is the most
-	// the responder saw in one of the consecutive 1 s windows from its
-	// first request; MaxSliding1s the most in any 1 s, which also counts
-	// the jitter between the agent's throttle and the request's arrival.
+	// allow RateLimit + Burst requests a second. PerSecond counts what the
+	// responder saw in each consecutive 1 s window from its first request;
+	// MaxSliding1s is the most in any 1 s. The agent throttles attempts
+	// as they start, and takes its tokens before draining a backlog so
+	// that no attempt waits for one after taking its slot.
 	RateLimit     float64 `json:"rate_limit"`
 	Burst         int     `json:"burst"`
-	MaxPerSecond  int     `json:"max_per_second"`
+	PerSecond     []int   `json:"per_second"`
 	MaxSliding1s  int     `json:"max_sliding_1s"`
-	RateRespected bool    `json:"rate_respected"` // MaxPerSecond ≤ RateLimit + Burst
+	RateRespected bool    `json:"rate_respected"` // every PerSecond ≤ RateLimit + Burst
 }
 
 // Backlog responder limits: a rate a state PDMP might ask for, and as
@@ -151,12 +154,12 @@ func runBacklog(ctx context.Context, h *harness, p plan) (*Backlog, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.RSSEmptyMB = mib(s.rssKiB)
+	b.RSSEmpty = s.rss
 	if err := fill(ctx, d, p.backlog, b); err != nil {
 		return nil, err
 	}
 	first.stop()
-	if fi, err := os.Stat(filepath.Join(filepath.Dir(d.credential), "queue.db")); err == nil {
+	if fi, err := os.Stat(filepath.Join(d.state, "queue.db")); err == nil {
 		b.QueueFileMB = float64(fi.Size()) / (1 << 20)
 	}
 
@@ -178,14 +181,14 @@ func runBacklog(ctx context.Context, h *harness, p plan) (*Backlog, error) {
 	if s, err = readProc(second.pid()); err != nil {
 		return nil, err
 	}
-	b.RSSBacklogMB = mib(s.rssKiB)
+	b.RSSBacklog = s.rss
 	if err := drain(ctx, sb, p.drain, b); err != nil {
 		return nil, err
 	}
 	if s, err = readProc(second.pid()); err != nil {
 		return nil, err
 	}
-	b.RSSPeakMB = mib(s.peakKiB)
+	b.PeakMB = s.peakMB
 	return b, nil
 }
 
@@ -254,7 +257,10 @@ func latest(ts []time.Time) time.Time {
 // watches it for window, and records the drain rate and the most requests
 // in any 1 s window.
 func drain(ctx context.Context, sb *pdmptest.Server, window time.Duration, b *Backlog) error {
-	for sb.RequestCount() == 0 {
+	for waited := time.Duration(0); sb.RequestCount() == 0; waited += 10 * time.Millisecond {
+		if waited > 30*time.Second {
+			return errors.New("the restarted agent sent the responder nothing within 30 s")
+		}
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {
 			return err
 		}
@@ -273,30 +279,30 @@ func drain(ctx context.Context, sb *pdmptest.Server, window time.Duration, b *Ba
 		}
 	}
 	if b.Drained == 0 {
-		return errors.New("the restarted agent drained nothing")
+		return errors.New("the responder answered none of the restarted agent's requests with 200")
 	}
 	b.DrainWindowS = window.Seconds()
 	b.DrainPerSec = float64(b.Drained) / window.Seconds()
 	// Arrival times are taken before the sandbox's log lock: sort them.
 	slices.SortFunc(arrivals, time.Time.Compare)
-	if origDrainHook != nil { origDrainHook(arrivals, t0) }
-	b.MaxPerSecond = maxPerWindow(arrivals, t0, time.Second)
+	b.PerSecond = perWindow(arrivals, t0, time.Second)
 	b.MaxSliding1s = maxSliding(arrivals, time.Second)
-	b.RateRespected = b.MaxPerSecond <= backlogRate+backlogBurst
+	b.RateRespected = slices.Max(b.PerSecond) <= backlogRate+backlogBurst
 	return nil
 }
 
-// maxPerWindow is the most of ts in one of the consecutive windows of
-// length w that start at t0.
-func maxPerWindow(ts []time.Time, t0 time.Time, w time.Duration) int {
-	counts := map[time.Duration]int{}
-	best := 0
+// perWindow counts the sorted times ts, none before t0, in consecutive
+// windows of length w from t0.
+func perWindow(ts []time.Time, t0 time.Time, w time.Duration) []int {
+	var counts []int
 	for _, t := range ts {
-		k := t.Sub(t0) / w
+		k := int(t.Sub(t0) / w)
+		for len(counts) <= k {
+			counts = append(counts, 0)
+		}
 		counts[k]++
-		best = max(best, counts[k])
 	}
-	return best
+	return counts
 }
 
 // maxSliding is the most of the sorted times within any window of length
@@ -323,5 +329,3 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
-
-var origDrainHook func([]time.Time, time.Time)

@@ -157,6 +157,7 @@ type responder struct {
 // listeners.
 type agentDir struct {
 	config     string
+	state      string
 	unix       string
 	tcp        string
 	credential string
@@ -177,12 +178,13 @@ func (h *harness) newAgentDir(maxAttempts int, rs ...responder) (*agentDir, erro
 	}
 	d := &agentDir{
 		config:     filepath.Join(dir, "config.yaml"),
+		state:      filepath.Join(dir, "state"),
 		unix:       filepath.Join(dir, "api.sock"),
 		tcp:        tcp,
-		credential: filepath.Join(dir, "state", "api.credential"),
+		credential: filepath.Join(dir, "state", "api.credential"), // the agent's default
 	}
 	cfg := config.Config{
-		StateDir: filepath.Join(dir, "state"),
+		StateDir: d.state,
 		// Warnings only: the bench measures the agent, not its log volume.
 		Log:    config.Log{Level: "warn", Format: "json"},
 		Listen: config.Listen{TCP: tcp, Unix: d.unix},
@@ -229,8 +231,9 @@ func (d *agentDir) client(network string) (*client.Client, error) {
 	return client.New(client.Config{Network: "unix", Address: d.unix})
 }
 
-// run runs the agent in this process until stop is called or ctx ends.
-func (d *agentDir) run(ctx context.Context) (stop func() error, err error) {
+// run runs the agent in this process until stop is called or ctx ends;
+// stop returns once the agent has shut down.
+func (d *agentDir) run(ctx context.Context) (stop func(), err error) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	ready := make(chan struct{})
@@ -242,7 +245,7 @@ func (d *agentDir) run(ctx context.Context) (stop func() error, err error) {
 	defer t.Stop()
 	select {
 	case <-ready:
-		return func() error { cancel(); return <-done }, nil
+		return func() { cancel(); <-done }, nil
 	case runErr := <-done:
 		cancel()
 		return nil, fmt.Errorf("agent did not start: %w", runErr)

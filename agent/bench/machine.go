@@ -52,10 +52,19 @@ func field(b []byte, key string, sep byte) (string, bool) {
 	return "", false
 }
 
+// RSS is a process's resident memory in MiB: in all, and its anonymous
+// part (heap, stacks). The rest is mostly the queue file, which bbolt maps
+// into memory and the kernel can drop and read again.
+type RSS struct {
+	TotalMB float64 `json:"total_mib"`
+	AnonMB  float64 `json:"anon_mib"`
+}
+
 // procSample is a process's memory and CPU time at one moment.
 type procSample struct {
-	rssKiB, peakKiB int64 // VmRSS and VmHWM
-	cpu             time.Duration
+	rss    RSS
+	peakMB float64 // VmHWM: the most RSS since the process started
+	cpu    time.Duration
 }
 
 // userHZ is the unit of the times in /proc/<pid>/stat: USER_HZ, which
@@ -71,15 +80,17 @@ func readProc(pid int) (procSample, error) {
 	}
 	for _, f := range []struct {
 		key string
-		v   *int64
-	}{{"VmRSS", &s.rssKiB}, {"VmHWM", &s.peakKiB}} {
+		mb  *float64
+	}{{"VmRSS", &s.rss.TotalMB}, {"RssAnon", &s.rss.AnonMB}, {"VmHWM", &s.peakMB}} {
 		v, ok := field(status, f.key, ':')
 		if !ok {
 			return s, fmt.Errorf("/proc/%d/status has no %s", pid, f.key)
 		}
-		if *f.v, err = strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64); err != nil {
+		kib, err := strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
+		if err != nil {
 			return s, fmt.Errorf("/proc/%d/status %s: %w", pid, f.key, err)
 		}
+		*f.mb = float64(kib) / 1024
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -103,5 +114,3 @@ func readProc(pid int) (procSample, error) {
 	s.cpu = time.Duration(ticks) * time.Second / userHZ
 	return s, nil
 }
-
-func mib(kib int64) float64 { return float64(kib) / 1024 }

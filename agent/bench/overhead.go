@@ -47,7 +47,10 @@ func runOverhead(ctx context.Context, h *harness, p plan) ([]OverheadRow, error)
 	}
 	defer stop()
 
-	direct, err := directSender(ctx, h, sb)
+	// As many idle connections as the agent's responder client keeps.
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	direct, err := directSender(ctx, h, sb, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -100,9 +103,9 @@ func agentSender(c *client.Client) func(context.Context, int) error {
 }
 
 // directSender posts the completed Parameters of the query mix to the
-// sandbox with a token from a SMART client of its own, signed with the
-// same key: the cost of a lookup without the agent.
-func directSender(ctx context.Context, h *harness, sb *pdmptest.Server) (func(context.Context, int) error, error) {
+// sandbox over hc with a token from a SMART client of its own, signed with
+// the same key: the cost of a lookup without the agent.
+func directSender(ctx context.Context, h *harness, sb *pdmptest.Server, hc *http.Client) (func(context.Context, int) error, error) {
 	ring, err := vault.Open(ctx, h.keyURI)
 	if err != nil {
 		return nil, err
@@ -120,8 +123,6 @@ func directSender(ctx context.Context, h *harness, sb *pdmptest.Server) (func(co
 			return nil, err
 		}
 	}
-	// As many idle connections as the agent's responder client keeps.
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}, Timeout: 30 * time.Second}
 	target := sb.FHIRBase + "/Patient/$pdmp-history"
 	return func(ctx context.Context, i int) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(bodies[i%len(bodies)]))

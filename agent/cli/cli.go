@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/pdmp-agent/pdmp-agent/agent/bench"
 	"github.com/pdmp-agent/pdmp-agent/agent/config"
 )
 
@@ -57,6 +58,7 @@ func init() {
 		"queue":   {"queue list|show|retry|cancel|purge: inspect the durable queue (agent stopped)", runQueue},
 		"audit":   {"audit verify|search|export: check and search the audit trail", runAudit},
 		"doctor":  {"check configuration, keys, tokens, responders and listeners", runDoctor},
+		"bench":   {"bench [-quick] [-json]: overhead, durability, token economy, footprint, backlog and fault matrix on loopback", runBench},
 	}
 }
 
@@ -126,6 +128,13 @@ func newFlags(e *env, name, usage string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+func runBench(ctx context.Context, e *env, args []string) error {
+	if code := bench.Main(ctx, args, e.stdout, e.stderr); code != 0 {
+		return exitCode(code)
+	}
+	return nil
 }
 
 func runVersion(_ context.Context, e *env, _ []string) error {

@@ -220,9 +220,10 @@ func keyOf(r *Registration) cacheKey {
 }
 
 // renewMargin is how long before expiry a token is renewed: 10% of its
-// lifetime, at least 30 s.
+// lifetime, at least 30 s — but never more than half, or a short-lived
+// token would be renewed on every use.
 func renewMargin(lifetime time.Duration) time.Duration {
-	return max(30*time.Second, lifetime/10)
+	return min(max(30*time.Second, lifetime/10), lifetime/2)
 }
 
 // Token returns a valid access token for reg, from the cache when it can.

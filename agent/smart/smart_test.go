@@ -469,3 +469,21 @@ func TestKeyStoreErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestShortLivedTokenNotRenewedOnEveryUse(t *testing.T) {
+	srv := pdmptest.NewServer(pdmptest.WithTokenLifetime(20 * time.Second))
+	defer srv.Close()
+	k := testKey(t, vault.ES384)
+	srv.RegisterClient(pdmptest.Client{ID: "c", JWKS: jwks(t, k)})
+	c := smart.New()
+	reg := &smart.Registration{Name: "r", FHIRBase: srv.FHIRBase, ClientID: "c", Scope: "system/*.read", Keys: staticKey{k}}
+	for range 5 {
+		if _, err := c.Token(context.Background(), reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // a background renewal would have started by now
+	if n := srv.TokenRequests(); n != 1 {
+		t.Fatalf("%d token requests for 5 uses of a 20 s token, want 1", n)
+	}
+}
