@@ -199,9 +199,6 @@ func (a *Agent) Registration(name string) (*Registration, bool) {
 	return r, ok
 }
 
-// Tokens is the agent's SMART client.
-func (a *Agent) Tokens() *smart.Client { return a.tokens }
-
 // Token returns an access token for the named registration.
 func (a *Agent) Token(ctx context.Context, registration string) (smart.Token, error) {
 	r, ok := a.registrations[registration]
@@ -211,5 +208,3 @@ func (a *Agent) Token(ctx context.Context, registration string) (smart.Token, er
 	return a.tokens.Token(ctx, r.SMART)
 }
 
-// Config returns the configuration the agent was built from.
-func (a *Agent) Config() *config.Config { return a.cfg }

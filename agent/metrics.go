@@ -50,7 +50,7 @@ func NewMetrics() *Metrics {
 		}, []string{"registration", "result"}),
 		keyOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdmp_agent_key_operations_total",
-			Help: "Operations on signing keys, by operation (sign, create, rotate) and result.",
+			Help: "Operations on signing keys by the running agent, by operation (sign) and result.",
 		}, []string{"operation", "result"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdmp_agent_config_reloads_total",
@@ -103,14 +103,8 @@ func (m *Metrics) Token(ev smart.Event) {
 		result = "error"
 	}
 	m.tokens.WithLabelValues(ev.Registration, result).Inc()
+	// Each exchange signed one assertion with the registration's key.
 	m.keyOps.WithLabelValues("sign", "ok").Inc()
-}
-
-// KeyOp records a key operation.
-func (m *Metrics) KeyOp(op string, err error) {
-	if m != nil {
-		m.keyOps.WithLabelValues(op, resultOf(err)).Inc()
-	}
 }
 
 // Reload records a configuration reload.
@@ -140,11 +134,4 @@ func (m *Metrics) QueueDepth(byState map[string]int) {
 	for s, n := range byState {
 		m.queueDepth.WithLabelValues(s).Set(float64(n))
 	}
-}
-
-func resultOf(err error) string {
-	if err != nil {
-		return "error"
-	}
-	return "ok"
 }

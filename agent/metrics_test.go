@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pdmp-agent/pdmp-agent/agent/smart"
 )
 
 func TestMetricsLint(t *testing.T) {
@@ -11,7 +13,7 @@ func TestMetricsLint(t *testing.T) {
 	// Touch every vector so its series exist for the linter.
 	m.Lookup("state-a", "done")
 	m.Attempt("state-a", "sent", 0)
-	m.KeyOp("sign", nil)
+	m.Token(smart.Event{Registration: "r"})
 	m.Reload(nil)
 	m.Refusal("policy")
 	m.QueueDepth(map[string]int{"queued": 1})

@@ -119,9 +119,6 @@ func version(b []byte) string {
 // Agent returns the current configuration's Agent.
 func (s *Service) Agent() *Agent { return s.cur.Load() }
 
-// Tokens is the token client shared across reloads.
-func (s *Service) Tokens() *smart.Client { return s.tokens }
-
 // Close releases the key rings.
 func (s *Service) Close() error { return s.rings.Close() }
 
