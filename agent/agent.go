@@ -207,4 +207,3 @@ func (a *Agent) Token(ctx context.Context, registration string) (smart.Token, er
 	}
 	return a.tokens.Token(ctx, r.SMART)
 }
-
