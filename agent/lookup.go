@@ -245,14 +245,21 @@ func (s *Service) patientRef(req *pdmp.Request) string {
 
 // Job reports a job to the caller that submitted it.
 func (s *Service) Job(ctx context.Context, id string, c ipc.Caller) (ipc.JobStatus, error) {
-	job, err := s.queue.Get(ctx, id)
-	if errors.Is(err, queue.ErrNotFound) || (err == nil && job.Labels[labelCaller] != c.Name) {
-		return ipc.JobStatus{}, ipc.ErrNotFound
-	}
+	job, err := s.callerJob(ctx, id, c)
 	if err != nil {
 		return ipc.JobStatus{}, err
 	}
 	return s.status(ctx, job)
+}
+
+// callerJob returns a job if c submitted it. Another caller's job is "not
+// found", so that ids do not reveal which jobs exist.
+func (s *Service) callerJob(ctx context.Context, id string, c ipc.Caller) (queue.Job, error) {
+	job, err := s.queue.Get(ctx, id)
+	if errors.Is(err, queue.ErrNotFound) || (err == nil && job.Labels[labelCaller] != c.Name) {
+		return queue.Job{}, ipc.ErrNotFound
+	}
+	return job, err
 }
 
 // Wait blocks until the job ends, then reports it.
@@ -270,11 +277,7 @@ func (s *Service) Wait(ctx context.Context, id string) (ipc.JobStatus, error) {
 
 // Cancel cancels a pending job of the caller's.
 func (s *Service) Cancel(ctx context.Context, id string, c ipc.Caller) error {
-	job, err := s.queue.Get(ctx, id)
-	if errors.Is(err, queue.ErrNotFound) || (err == nil && job.Labels[labelCaller] != c.Name) {
-		return ipc.ErrNotFound
-	}
-	if err != nil {
+	if _, err := s.callerJob(ctx, id, c); err != nil {
 		return err
 	}
 	if err := s.queue.Cancel(ctx, id); errors.Is(err, queue.ErrFinished) {

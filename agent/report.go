@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -17,10 +16,7 @@ import (
 // Under display-only retention the answer is gone once delivered, and so
 // is the link (410).
 func (s *Service) Report(ctx context.Context, id string, c ipc.Caller) (ipc.JobStatus, error) {
-	job, err := s.queue.Get(ctx, id)
-	if errors.Is(err, queue.ErrNotFound) || (err == nil && job.Labels[labelCaller] != c.Name) {
-		return ipc.JobStatus{}, ipc.ErrNotFound
-	}
+	job, err := s.callerJob(ctx, id, c)
 	if err != nil {
 		return ipc.JobStatus{}, err
 	}

@@ -151,9 +151,15 @@ func (h levelHandler) WithGroup(g string) slog.Handler {
 	return levelHandler{h.Handler.WithGroup(g), h.level}
 }
 
-// secretURI is the vault URI of one of the agent's own secrets: as
-// configured, or beside the first registration's key.
-func secretURI(cfg *config.Config, configured, name string) (string, error) {
+// Names of the agent's own secrets in the vault.
+const (
+	QueueKeyName = "queue-data-key"
+	AuditKeyName = "audit-key"
+)
+
+// SecretURI is the vault URI of one of the agent's own secrets: as
+// configured, or beside the first keyring registration key.
+func SecretURI(cfg *config.Config, configured, name string) (string, error) {
 	if configured != "" {
 		return configured, nil
 	}
@@ -179,7 +185,7 @@ func (s *Service) open(ctx context.Context) error {
 		return err
 	}
 	s.stateDir = state
-	dataURI, err := secretURI(cfg, cfg.Queue.DataKey, "queue-data-key")
+	dataURI, err := SecretURI(cfg, cfg.Queue.DataKey, QueueKeyName)
 	if err != nil {
 		return fmt.Errorf("queue.data_key: %w", err)
 	}
@@ -187,7 +193,7 @@ func (s *Service) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue data key: %w", err)
 	}
-	auditURI, err := secretURI(cfg, cfg.Audit.Key, "audit-key")
+	auditURI, err := SecretURI(cfg, cfg.Audit.Key, AuditKeyName)
 	if err != nil {
 		return fmt.Errorf("audit.key: %w", err)
 	}

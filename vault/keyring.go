@@ -87,26 +87,10 @@ func orDefault(v, d string) string {
 	return v
 }
 
-// filePassphrase reads the file backend's passphrase. A passphrase file
-// others can read would protect nothing, so that is refused.
+// filePassphrase reads the file backend's passphrase.
 func filePassphrase(u *URI) (string, error) {
 	if f := u.Query["passphrase-file"]; f != "" {
-		fi, err := os.Stat(f)
-		if err != nil {
-			return "", fmt.Errorf("passphrase file: %w", err)
-		}
-		if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
-			return "", fmt.Errorf("passphrase file %s is readable by group or others (mode %v); chmod 600 it", f, fi.Mode().Perm())
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", fmt.Errorf("passphrase file: %w", err)
-		}
-		p := strings.TrimRight(string(b), "\r\n")
-		if p == "" {
-			return "", fmt.Errorf("passphrase file %s is empty", f)
-		}
-		return p, nil
+		return readSecretFile(f, "passphrase file")
 	}
 	if env := u.Query["passphrase-env"]; env != "" {
 		p := os.Getenv(env)
@@ -116,6 +100,29 @@ func filePassphrase(u *URI) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("%w: the file keyring needs passphrase-file= or passphrase-env=", ErrBadURI)
+}
+
+// readSecretFile reads a PIN or passphrase from a file that only its owner
+// may read: a secret others can read would protect nothing, so that is
+// refused. what names the file in errors.
+func readSecretFile(path, what string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s %s is readable by group or others (mode %v); chmod 600 it", what, path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	clear(b)
+	if v == "" {
+		return "", fmt.Errorf("%s %s is empty", what, path)
+	}
+	return v, nil
 }
 
 type keyringBackend struct {

@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -181,23 +180,7 @@ func readPKCS11PIN(src string) (string, error) {
 	case !isURI && strings.HasPrefix(src, "|"):
 		return "", fmt.Errorf("%w: pkcs11 pin-source commands (|...) are not supported; use a file", ErrBadURI)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("PIN file: %w", err)
-	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("PIN file %s is accessible by group or others (mode %v); chmod 600 it", path, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("PIN file: %w", err)
-	}
-	pin := strings.TrimRight(string(b), "\r\n")
-	clear(b)
-	if pin == "" {
-		return "", fmt.Errorf("PIN file %s is empty", path)
-	}
-	return pin, nil
+	return readSecretFile(path, "PIN file")
 }
 
 // pkcs11TokenID names one login: a module, a token in it, and a PIN. Its

@@ -173,14 +173,9 @@ func MinimalParameters(family, given, birthDate, gender, npi string) []byte {
 // openQueue opens the queue file directly; the agent must be stopped (it
 // holds the file's lock while it runs).
 func openQueue(ctx context.Context, c *config.Config) (*queue.Queue, error) {
-	uri := c.Queue.DataKey
-	if uri == "" {
-		for _, g := range c.Registrations {
-			if u, err := vault.Sibling(g.Key, "queue-data-key"); err == nil && strings.HasPrefix(u, "keyring:") {
-				uri = u
-				break
-			}
-		}
+	uri, err := agent.SecretURI(c, c.Queue.DataKey, agent.QueueKeyName)
+	if err != nil {
+		return nil, err
 	}
 	key, err := vault.Secret(ctx, uri, 32)
 	if err != nil {
@@ -293,14 +288,9 @@ func runAudit(ctx context.Context, e *env, args []string) error {
 			fs.Usage()
 			return errUsage
 		}
-		uri := c.Audit.Key
-		if uri == "" {
-			for _, g := range c.Registrations {
-				if u, err := vault.Sibling(g.Key, "audit-key"); err == nil && strings.HasPrefix(u, "keyring:") {
-					uri = u
-					break
-				}
-			}
+		uri, err := agent.SecretURI(c, c.Audit.Key, agent.AuditKeyName)
+		if err != nil {
+			return err
 		}
 		key, err := vault.Secret(ctx, uri, audit.KeySize)
 		if err != nil {
