@@ -34,6 +34,11 @@ func SystemdUnit(o Options) string {
 	// systemd expands $VARIABLES in the arguments, not in the command.
 	line("ExecStart=%s run --config %s", unitWord(o.Executable, false), unitWord(o.ConfigPath, true))
 	line("ExecReload=/bin/kill -HUP $MAINPID")
+	// A service has no session bus. Without this, the keychain library's
+	// D-Bus client would run dbus-launch (where dbus-x11 is installed) and
+	// leave a stray session daemon behind; keys then use the file keyring
+	// or PKCS#11.
+	line("Environment=DBUS_SESSION_BUS_ADDRESS=disabled:")
 	line("Restart=on-failure")
 	line("RestartSec=5s")
 	line("User=%s", o.User)
