@@ -58,7 +58,7 @@ const (
 	sysNPI     = "http://hl7.org/fhir/sid/us-npi"
 	e2eConfigT = `state_dir: %[1]s/state
 log: {level: debug, format: json}
-queue: {max_attempts: 3}
+queue: {max_attempts: 3%[12]s}
 metrics: {listen: "127.0.0.1:%[11]d"}
 listen:
   unix: %[1]s/api.sock
@@ -103,6 +103,12 @@ registrations:
 )
 
 func startE2E(t *testing.T, retention string) *e2e {
+	return startE2EWith(t, retention, "")
+}
+
+// startE2EWith starts the agent with extra top-level YAML appended to the
+// queue settings (e.g. "result_ttl: 2s").
+func startE2EWith(t *testing.T, retention, queueExtra string) *e2e {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "pdmp-e2e-") // short: Unix socket paths are limited
 	if err != nil {
@@ -136,7 +142,10 @@ func startE2E(t *testing.T, retention string) *e2e {
 	}
 	e.metricsPort = freePort(t)
 	e.keyURI = keyURI
-	cfg := fmt.Sprintf(e2eConfigT, dir, os.Getuid(), e.a.FHIRBase, e.b.FHIRBase, retention, keyURI, sysNPI, npiAdams, npiBaker, npiClinic, e.metricsPort)
+	if queueExtra != "" {
+		queueExtra = ", " + queueExtra
+	}
+	cfg := fmt.Sprintf(e2eConfigT, dir, os.Getuid(), e.a.FHIRBase, e.b.FHIRBase, retention, keyURI, sysNPI, npiAdams, npiBaker, npiClinic, e.metricsPort, queueExtra)
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o640); err != nil {
 		t.Fatal(err)
@@ -389,6 +398,87 @@ func TestE2EPolicies(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestE2EDataKeptUntilTTL: under a data policy the result is kept for the
+// TTL, and then it is not.
+func TestE2EDataKeptUntilTTL(t *testing.T) {
+	e := startE2EWith(t, "data", "result_ttl: 2s")
+	ctx := context.Background()
+	resp, err := e.c.Query(ctx, "state-a", patientParams(pdmptest.PatientHistory, npiAdams), &client.QueryOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.Await(ctx, resp.JobID); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := e.c.Job(ctx, resp.JobID); err != nil || !bytes.Contains(again.Body, []byte("MedicationDispense")) {
+		t.Fatalf("result not kept within the TTL: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := e.c.Job(ctx, resp.JobID)
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.StatusCode == 404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("result still there long after its TTL: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	e.assertNoPHIOnDisk(t)
+}
+
+// TestE2ECancelAndIdempotency against the sandbox: a slow lookup can be
+// cancelled, and a resubmission with the same Idempotency-Key gets the same
+// job rather than a second PDMP lookup.
+func TestE2ECancelAndIdempotency(t *testing.T) {
+	e := startE2E(t, "data")
+	ctx := context.Background()
+	e.a.InjectFault(pdmptest.ResponderFault{Delay: 3 * time.Second})
+	slow, err := e.c.Query(ctx, "state-a", patientParams(pdmptest.PatientHistory, npiAdams), &client.QueryOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let it reach the responder
+	if err := e.c.Cancel(ctx, slow.JobID); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	_, err = e.c.Await(ctx, slow.JobID)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.StatusCode != 410 || ce.State != "cancelled" {
+		t.Fatalf("cancelled job: %v", err)
+	}
+
+	e.a.ResetRequests()
+	// Slow enough that both submissions find the job pending (202 with its
+	// id); a finished one would simply be answered again.
+	e.a.InjectFault(pdmptest.ResponderFault{Delay: time.Second})
+	opts := &client.QueryOptions{IdempotencyKey: "ehr-order-42", Async: true}
+	first, err := e.c.Query(ctx, "state-a", patientParams(pdmptest.PatientHistory, npiAdams), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := e.c.Query(ctx, "state-a", patientParams(pdmptest.PatientHistory, npiAdams), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.JobID == "" || first.JobID != second.JobID {
+		t.Fatalf("resubmission got job %q, first was %q", second.JobID, first.JobID)
+	}
+	if _, err := e.c.Await(ctx, first.JobID); err != nil {
+		t.Fatal(err)
+	}
+	posts := 0
+	for _, r := range e.a.Requests() {
+		if r.Method == "POST" {
+			posts++
+		}
+	}
+	if posts != 1 {
+		t.Fatalf("responder saw %d lookups for one idempotent request", posts)
+	}
 }
 
 func TestE2ESummaryAndMetadata(t *testing.T) {

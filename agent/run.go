@@ -215,6 +215,7 @@ func (s *Service) open(ctx context.Context) error {
 	for _, r := range cfg.Responders {
 		limits[r.Name] = queue.Limits{Concurrency: r.Limits.Concurrency, Rate: r.Limits.Rate, Burst: r.Limits.Burst}
 	}
+	ttl := cfg.Queue.ResultTTL.D(24 * time.Hour)
 	dbPath := filepath.Join(state, "queue.db")
 	if ratio, err := queue.FreeRatio(dbPath); err == nil && ratio > 0.5 {
 		if err := queue.Compact(dbPath); err != nil {
@@ -226,7 +227,9 @@ func (s *Service) open(ctx context.Context) error {
 		Retry:             queue.RetryPolicy{MaxAttempts: s.maxAttempts, MaxAge: cfg.Queue.MaxAge.D(24 * time.Hour)},
 		Limits:            func(r string) queue.Limits { return limits[r] },
 		IdempotencyWindow: cfg.Queue.IdempotencyWindow.D(0),
-		ResultTTL:         cfg.Queue.ResultTTL.D(0),
+		ResultTTL:         ttl,
+		// Purge often enough that a short TTL is honoured promptly.
+		PurgeInterval: min(10*time.Minute, max(time.Second, ttl/2)),
 		Logger:            s.log,
 	})
 	clear(dataKey)
