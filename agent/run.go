@@ -230,7 +230,7 @@ func (s *Service) open(ctx context.Context) error {
 		ResultTTL:         ttl,
 		// Purge often enough that a short TTL is honoured promptly.
 		PurgeInterval: min(10*time.Minute, max(time.Second, ttl/2)),
-		Logger:            s.log,
+		Logger:        s.log,
 	})
 	clear(dataKey)
 	if err != nil {
