@@ -35,10 +35,17 @@ func (s *Service) handle(ctx context.Context, job queue.Job) queue.Outcome {
 		return out
 	}
 	out, resp := s.attempt(ctx, reg, job, &env)
+	class := "ok"
+	switch {
+	case out.Permanent:
+		class = "permanent"
+	case out.Err != nil:
+		class = "retry"
+	}
+	s.metrics.Attempt(reg.Responder.Name, class, time.Since(start))
 	if out.Err == nil || out.Permanent || job.Attempts >= s.maxAttempts {
 		s.finishLookup(ctx, job, reg, env, out, resp, start)
 	} else {
-		s.metrics.Attempt(reg.Responder.Name, "retry", time.Since(start))
 		s.noteError(fmt.Sprintf("responder %s: %v", reg.Responder.Name, out.Err))
 	}
 	return out
@@ -96,8 +103,6 @@ func (s *Service) attempt(ctx context.Context, reg *Registration, job queue.Job,
 func (s *Service) exchange(ctx context.Context, reg *Registration, params []byte, requestID string) (*reply, error) {
 	a := s.Agent()
 	r := reg.Responder
-	start := time.Now()
-	defer func() { s.metrics.Attempt(r.Name, "sent", time.Since(start)) }()
 	if !r.Messaging {
 		return a.post(ctx, reg, r.OperationPath, params, requestID)
 	}

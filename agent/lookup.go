@@ -265,14 +265,17 @@ func (s *Service) callerJob(ctx context.Context, id string, c ipc.Caller) (queue
 // Wait blocks until the job ends, then reports it.
 func (s *Service) Wait(ctx context.Context, id string) (ipc.JobStatus, error) {
 	job, err := s.queue.Wait(ctx, id)
-	if err != nil && ctx.Err() == nil {
+	if ctx.Err() != nil {
+		// The caller stops waiting and will poll. Reporting the job as
+		// pending, even if it just finished, keeps its result undelivered:
+		// under display-only, delivering it to a caller about to give up
+		// would destroy it unseen.
+		return ipc.JobStatus{ID: id, State: ipc.StateInflight, Progress: "finishing", RetryAfter: time.Second}, ctx.Err()
+	}
+	if err != nil {
 		return ipc.JobStatus{}, err
 	}
-	st, serr := s.status(context.WithoutCancel(ctx), job)
-	if serr != nil {
-		return st, serr
-	}
-	return st, ctx.Err()
+	return s.status(ctx, job)
 }
 
 // Cancel cancels a pending job of the caller's.

@@ -12,7 +12,7 @@ func TestMetricsLint(t *testing.T) {
 	m := NewMetrics()
 	// Touch every vector so its series exist for the linter.
 	m.Lookup("state-a", "done")
-	m.Attempt("state-a", "sent", 0)
+	m.Attempt("state-a", "ok", 0)
 	m.Token(smart.Event{Registration: "r"})
 	m.Reload(nil)
 	m.Refusal("policy")
