@@ -56,7 +56,7 @@ func (q *Queue) Submit(ctx context.Context, r Request) (job Job, existed bool, e
 	// committed, abandoning it would leave the caller unsure whether the
 	// request was accepted.
 	var prior record
-	err = q.db.Batch(func(tx *bolt.Tx) error {
+	err = q.groupCommit(func(tx *bolt.Tx) error {
 		// bbolt may run this more than once; derive everything afresh.
 		existed = false
 		if rec.IdemKey != "" {
@@ -81,6 +81,18 @@ func (q *Queue) Submit(ctx context.Context, r Request) (job Job, existed bool, e
 	}
 	q.commit([]change{{id: rec.ID, responder: rec.Responder, to: Queued}})
 	return rec.job(), false, nil
+}
+
+// groupCommit runs fn in a durable write transaction. A lone writer commits
+// at once; concurrent ones share one fsync through bbolt's Batch, whose
+// collection delay would otherwise be added to every solitary request. fn
+// may run more than once.
+func (q *Queue) groupCommit(fn func(*bolt.Tx) error) error {
+	defer q.writers.Add(-1)
+	if q.writers.Add(1) == 1 {
+		return q.db.Update(fn)
+	}
+	return q.db.Batch(fn)
 }
 
 func validate(r *Request) error {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -262,10 +263,12 @@ const (
 // Queue is a durable job queue backed by one bbolt file. Its methods are safe
 // for concurrent use.
 type Queue struct {
-	db   *bolt.DB
-	aead cipher.AEAD
-	opts Options
-	log  *slog.Logger
+	db *bolt.DB
+	// writers counts group commits in progress, to pick a commit mode.
+	writers atomic.Int64
+	aead       cipher.AEAD
+	opts       Options
+	log        *slog.Logger
 	// wake nudges Run when work may have become due (capacity 1).
 	wake chan struct{}
 

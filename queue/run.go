@@ -386,7 +386,7 @@ func (q *Queue) finish(ctx context.Context, job Job, out Outcome) verdict {
 	rnd := q.opts.Rand()
 	for {
 		var c change
-		err := q.db.Batch(func(tx *bolt.Tx) error {
+		err := q.groupCommit(func(tx *bolt.Tx) error {
 			c = change{}
 			r, err := load(tx, job.ID)
 			var bad errCorrupt
