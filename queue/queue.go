@@ -266,9 +266,9 @@ type Queue struct {
 	db *bolt.DB
 	// writers counts group commits in progress, to pick a commit mode.
 	writers atomic.Int64
-	aead       cipher.AEAD
-	opts       Options
-	log        *slog.Logger
+	aead    cipher.AEAD
+	opts    Options
+	log     *slog.Logger
 	// wake nudges Run when work may have become due (capacity 1).
 	wake chan struct{}
 
