@@ -58,23 +58,10 @@ func (r rootFS) createIfMissing(file string, data []byte, p perm) (existed bool,
 	// Write a temporary file, then hard-link it into place: readers never
 	// see half a file, and unlike a rename a link fails rather than
 	// replacing a file that appeared meanwhile.
-	tmp, err := os.CreateTemp(filepath.Dir(full), ".install-*")
-	if err != nil {
-		return false, err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
+	tmp, err := writeTemp(filepath.Dir(full), data, p)
 	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = setPerm(tmp.Name(), p, false)
-	}
-	if err == nil {
-		err = os.Link(tmp.Name(), full)
+		defer os.Remove(tmp)
+		err = os.Link(tmp, full)
 	}
 	if err != nil {
 		return false, fmt.Errorf("write %s: %w", full, err)
@@ -92,6 +79,48 @@ func (r rootFS) removeAll(dir string) error {
 
 // setPerm gives path exactly the permission p. It refuses symbolic links,
 // whose targets could be anywhere.
+// layConfig writes the default configuration unless one exists, and says
+// what the operator must do next. It reports whether one existed.
+func (r rootFS) layConfig(o Options, p perm) (configured bool, err error) {
+	configured, err = r.createIfMissing(o.ConfigPath, o.DefaultConfig, p)
+	if err != nil {
+		return false, fmt.Errorf("configuration: %w", err)
+	}
+	switch {
+	case configured:
+	case o.DefaultConfig != nil:
+		o.Logf("wrote a default configuration to %s: edit it, then start the service", o.ConfigPath)
+	default:
+		o.Logf("no configuration at %s: write one, then start the service", o.ConfigPath)
+	}
+	return configured, nil
+}
+
+// writeTemp writes data to a new temporary file in dir, synced and with
+// permission p, ready to be linked or renamed into place. The caller
+// removes it.
+func writeTemp(dir string, data []byte, p perm) (string, error) {
+	tmp, err := os.CreateTemp(dir, ".install-*")
+	if err != nil {
+		return "", err
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = setPerm(tmp.Name(), p, false)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	return tmp.Name(), nil
+}
+
 func setPerm(path string, p perm, dir bool) error {
 	fi, err := os.Lstat(path)
 	if err != nil {

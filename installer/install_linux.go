@@ -91,16 +91,9 @@ func installWith(ctx context.Context, o Options, sys system) error {
 	if err := r.mkdir(filepath.Dir(o.ConfigPath), perm{0o750, rootUID, gid}); err != nil {
 		return fmt.Errorf("configuration directory: %w", err)
 	}
-	configured, err := r.createIfMissing(o.ConfigPath, o.DefaultConfig, perm{0o640, rootUID, gid})
+	configured, err := r.layConfig(o, perm{0o640, rootUID, gid})
 	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	switch {
-	case configured:
-	case o.DefaultConfig != nil:
-		o.Logf("wrote a default configuration to %s: edit it, then start the service", o.ConfigPath)
-	default:
-		o.Logf("no configuration at %s: write one, then start the service", o.ConfigPath)
+		return err
 	}
 	if err := r.mkdir(o.StateDir, perm{0o750, uid, gid}); err != nil {
 		return fmt.Errorf("state directory: %w", err)
@@ -195,25 +188,12 @@ func (r rootFS) writeFile(file string, data []byte, p perm) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".install-*")
+	tmp, err := writeTemp(dir, data, p)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = setPerm(tmp.Name(), p, false)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), full)
-	}
-	if err != nil {
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, full); err != nil {
 		return err
 	}
 	d, err := os.Open(dir)

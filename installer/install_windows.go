@@ -45,16 +45,9 @@ func install(ctx context.Context, o Options) error {
 	if err := secure(r.path(configDir), configDirSD); err != nil {
 		return fmt.Errorf("configuration directory: %w", err)
 	}
-	configured, err := r.createIfMissing(o.ConfigPath, o.DefaultConfig, filePerm)
+	configured, err := r.layConfig(o, filePerm)
 	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
-	}
-	switch {
-	case configured:
-	case o.DefaultConfig != nil:
-		o.Logf("wrote a default configuration to %s: edit it, then start the service", o.ConfigPath)
-	default:
-		o.Logf("no configuration at %s: write one, then start the service", o.ConfigPath)
+		return err
 	}
 	if configured || o.DefaultConfig != nil {
 		if err := secure(r.path(o.ConfigPath), configSD); err != nil {

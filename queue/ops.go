@@ -249,20 +249,7 @@ func (q *Queue) Deliver(ctx context.Context, id string, keep func(result []byte)
 // cancelled; the job becomes cancelled when the handler returns, whatever
 // it returns (use Wait to see it). A terminal job yields ErrFinished.
 func (q *Queue) Cancel(ctx context.Context, id string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := q.checkOpen(); err != nil {
-		return err
-	}
-	ns := q.now().UnixNano()
-	var c change
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		r, err := load(tx, id)
-		if err != nil {
-			return err
-		}
-		old := r
+	c, err := q.transition(ctx, "cancel", id, func(_ *bolt.Tx, r *record, ns int64) error {
 		switch r.State {
 		case Queued:
 			r.State, r.Ended = Cancelled, ns
@@ -271,12 +258,10 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 		default:
 			return ErrFinished
 		}
-		r.Updated = ns
-		c = change{id: id, responder: r.Responder, from: old.State, to: r.State}
-		return q.put(tx, &old, &r)
+		return nil
 	})
 	if err != nil {
-		return q.txErr("cancel", id, err)
+		return err
 	}
 	if c.to == Inflight {
 		q.mu.Lock()
@@ -288,18 +273,31 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 			cancel()
 		}
 	}
-	q.commit([]change{c})
 	return nil
 }
 
 // Retry queues a dead or failed job again, due now with a fresh retry
 // budget. Its previous result is discarded. Other states yield ErrState.
 func (q *Queue) Retry(ctx context.Context, id string) error {
+	_, err := q.transition(ctx, "retry", id, func(tx *bolt.Tx, r *record, ns int64) error {
+		if r.State != Dead && r.State != Failed {
+			return fmt.Errorf("%w: retry of a %s job", ErrState, r.State)
+		}
+		r.State, r.Attempts, r.Next, r.Since = Queued, 0, ns, ns
+		r.Ended, r.Delivered = 0, false
+		return tx.Bucket(bucketResults).Delete([]byte(id))
+	})
+	return err
+}
+
+// transition changes one job's record durably with edit, then publishes
+// the change to waiters and counters. op names the operation in errors.
+func (q *Queue) transition(ctx context.Context, op, id string, edit func(tx *bolt.Tx, r *record, ns int64) error) (change, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return change{}, err
 	}
 	if err := q.checkOpen(); err != nil {
-		return err
+		return change{}, err
 	}
 	ns := q.now().UnixNano()
 	var c change
@@ -308,23 +306,19 @@ func (q *Queue) Retry(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		if r.State != Dead && r.State != Failed {
-			return fmt.Errorf("%w: retry of a %s job", ErrState, r.State)
-		}
 		old := r
-		r.State, r.Attempts, r.Next, r.Since, r.Updated = Queued, 0, ns, ns, ns
-		r.Ended, r.Delivered = 0, false
-		if err := tx.Bucket(bucketResults).Delete([]byte(id)); err != nil {
+		if err := edit(tx, &r, ns); err != nil {
 			return err
 		}
-		c = change{id: id, responder: r.Responder, from: old.State, to: Queued}
+		r.Updated = ns
+		c = change{id: id, responder: r.Responder, from: old.State, to: r.State}
 		return q.put(tx, &old, &r)
 	})
 	if err != nil {
-		return q.txErr("retry", id, err)
+		return change{}, q.txErr(op, id, err)
 	}
 	q.commit([]change{c})
-	return nil
+	return c, nil
 }
 
 // Filter selects jobs for List. Zero fields match everything.

@@ -31,20 +31,11 @@ func runAcceptance(ctx context.Context, h *harness, p plan) ([]Cell, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := h.newAgentDir(0, responder{name: "state", fhirBase: "http://" + down + "/fhir", tokenEndpoint: sb.TokenURL})
-	if err != nil {
-		return nil, err
-	}
-	stop, err := d.run(ctx)
+	_, c, stop, err := h.startAgent(ctx, 0, responder{name: "state", fhirBase: "http://" + down + "/fhir", tokenEndpoint: sb.TokenURL})
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
-	c, err := d.client("unix")
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
 	submit := asyncSender(c)
 	var cells []Cell
 	for _, n := range acceptanceSubmitters {
@@ -94,20 +85,11 @@ func runTokenEconomy(ctx context.Context, h *harness) (*TokenEconomy, error) {
 		return nil, err
 	}
 	defer sb.Close()
-	d, err := h.newAgentDir(0, responder{name: "state", fhirBase: sb.FHIRBase, limits: config.Limits{Concurrency: 64}})
-	if err != nil {
-		return nil, err
-	}
-	stop, err := d.run(ctx)
+	_, c, stop, err := h.startAgent(ctx, 0, responder{name: "state", fhirBase: sb.FHIRBase, limits: config.Limits{Concurrency: 64}})
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
-	c, err := d.client("unix")
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
 
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

@@ -144,20 +144,11 @@ func runFaultMatrix(ctx context.Context, h *harness) ([]FaultRow, error) {
 			rs[i].fhirBase, rs[i].tokenEndpoint = ts.URL+"/fhir", sb.TokenURL
 		}
 	}
-	d, err := h.newAgentDir(faultMaxAttempts, rs...)
-	if err != nil {
-		return nil, err
-	}
-	stop, err := d.run(ctx)
+	_, c, stop, err := h.startAgent(ctx, faultMaxAttempts, rs...)
 	if err != nil {
 		return nil, err
 	}
 	defer stop()
-	c, err := d.client("unix")
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
 
 	rows := make([]FaultRow, len(faultCases))
 	var wg sync.WaitGroup

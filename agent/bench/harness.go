@@ -259,6 +259,26 @@ func (d *agentDir) run(ctx context.Context) (stop func(), err error) {
 	return nil, err
 }
 
+// startAgent configures an agent for rs, runs it in this process and
+// connects to it over the Unix socket. stop closes the client and shuts the
+// agent down.
+func (h *harness) startAgent(ctx context.Context, maxAttempts int, rs ...responder) (*agentDir, *client.Client, func(), error) {
+	d, err := h.newAgentDir(maxAttempts, rs...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stopAgent, err := d.run(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := d.client("unix")
+	if err != nil {
+		stopAgent()
+		return nil, nil, nil, err
+	}
+	return d, c, func() { c.Close(); stopAgent() }, nil
+}
+
 // freePort returns a loopback address nothing listens on now.
 func freePort() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
