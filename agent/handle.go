@@ -121,7 +121,8 @@ func (s *Service) exchange(ctx context.Context, reg *Registration, params []byte
 			body, _ := json.Marshal(oe.Outcome())
 			return &reply{Status: oe.HTTPStatus(), Body: body, ContentType: rep.ContentType}, nil
 		}
-		return &reply{Status: http.StatusOK, Body: []byte("unreadable message")}, nil
+		// A garbled or mismatched response message may pass: retry.
+		return nil, &sendError{Status: rep.Status, Err: fmt.Errorf("responder's response message: %w", err)}
 	}
 	rep.Body = inner
 	return rep, nil
