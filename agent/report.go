@@ -38,22 +38,12 @@ func (s *Service) Report(ctx context.Context, id string, c ipc.Caller) (ipc.JobS
 		return ipc.JobStatus{}, refuse(http.StatusConflict, pdmp.IssueSecurity, "Parameters.parameter[pdmp-history-link].valueUrl",
 			fmt.Sprintf("the report is hosted outside the responder's origin; open it directly: %s", resp.Link))
 	}
-	for attempt := 0; ; attempt++ {
-		tok, err := s.tokens.Token(ctx, reg.SMART)
-		if err != nil {
-			return ipc.JobStatus{}, refuse(http.StatusBadGateway, pdmp.IssueSecurity, "", "no token for the report: "+err.Error())
-		}
-		rep, err := s.Agent().do(ctx, reg, http.MethodGet, resp.Link, nil, tok, job.RequestID)
-		if err != nil {
-			return ipc.JobStatus{}, refuse(http.StatusBadGateway, pdmp.IssueTransient, "", "fetching the report: "+err.Error())
-		}
-		if rep.Status == http.StatusUnauthorized && attempt == 0 {
-			s.tokens.Invalidate(reg.SMART, tok)
-			continue
-		}
-		if rep.Status != http.StatusOK {
-			return ipc.JobStatus{}, refuse(http.StatusBadGateway, pdmp.IssueException, "", fmt.Sprintf("the responder answered HTTP %d for the report", rep.Status))
-		}
-		return ipc.JobStatus{ID: id, State: ipc.StateDone, HTTPStatus: http.StatusOK, Body: rep.Body, ContentType: rep.ContentType}, nil
+	rep, err := s.Agent().send(ctx, reg, http.MethodGet, resp.Link, nil, job.RequestID)
+	if err != nil {
+		return ipc.JobStatus{}, refuse(http.StatusBadGateway, pdmp.IssueTransient, "", "fetching the report: "+err.Error())
 	}
+	if rep.Status != http.StatusOK {
+		return ipc.JobStatus{}, refuse(http.StatusBadGateway, pdmp.IssueException, "", fmt.Sprintf("the responder answered HTTP %d for the report", rep.Status))
+	}
+	return ipc.JobStatus{ID: id, State: ipc.StateDone, HTTPStatus: http.StatusOK, Body: rep.Body, ContentType: rep.ContentType}, nil
 }

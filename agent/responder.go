@@ -52,12 +52,16 @@ func NewRequestID() string {
 	return hex.EncodeToString(b)
 }
 
-// post sends body to path (relative to the responder's FHIR base) with the
-// registration's token. A 401 drops the token, fetches a new one and tries
-// once more, as SMART asks. Non-2xx answers are returned as replies, not
-// errors: the caller classifies them with the body in hand.
+// post sends body to path (relative to the responder's FHIR base).
 func (a *Agent) post(ctx context.Context, reg *Registration, path string, body []byte, requestID string) (*reply, error) {
-	target := strings.TrimSuffix(reg.Responder.FHIRBase, "/") + "/" + path
+	return a.send(ctx, reg, http.MethodPost, strings.TrimSuffix(reg.Responder.FHIRBase, "/")+"/"+path, body, requestID)
+}
+
+// send makes an exchange with the registration's token. A 401 drops the
+// token, fetches a new one and tries once more, as SMART asks. Non-2xx
+// answers are returned as replies, not errors: the caller classifies them
+// with the body in hand.
+func (a *Agent) send(ctx context.Context, reg *Registration, method, target string, body []byte, requestID string) (*reply, error) {
 	for attempt := 0; ; attempt++ {
 		tok, err := a.tokens.Token(ctx, reg.SMART)
 		if err != nil {
@@ -67,7 +71,7 @@ func (a *Agent) post(ctx context.Context, reg *Registration, path string, body [
 			}
 			return nil, &sendError{Err: err}
 		}
-		rep, err := a.do(ctx, reg, http.MethodPost, target, body, tok, requestID)
+		rep, err := a.do(ctx, reg, method, target, body, tok, requestID)
 		if err != nil {
 			return nil, err
 		}
