@@ -20,11 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/99designs/keyring"
-
 	"github.com/pdmp-agent/pdmp-agent/agent/pdmptest"
 	"github.com/pdmp-agent/pdmp-agent/ipc/client"
 	"github.com/pdmp-agent/pdmp-agent/vault"
+	"github.com/pdmp-agent/pdmp-agent/vault/vaulttest"
 )
 
 // e2e is an agent running for real (queue, audit, local API on a Unix
@@ -548,35 +547,15 @@ func (e *e2e) assertNoSecretsAnywhere(t *testing.T) {
 	}
 }
 
-// privateKeyWindows reads the key record back with the keyring library
-// (as only a passphrase holder could) and returns 12-byte windows of it,
-// raw and base64-encoded.
+// privateKeyWindows returns 12-byte windows of the agent key's private
+// material, raw and base64-encoded.
 func privateKeyWindows(t *testing.T, uri string) [][]byte {
 	t.Helper()
-	u, _ := vault.ParseURI(uri)
-	pass, _ := os.ReadFile(u.Query["passphrase-file"])
-	kr, err := keyring.Open(keyring.Config{AllowedBackends: []keyring.BackendType{keyring.FileBackend},
-		FileDir: u.Query["dir"], FilePasswordFunc: func(string) (string, error) { return string(pass), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, _ := kr.Keys()
 	var out [][]byte
-	for _, n := range names {
-		if !strings.Contains(n, "/key/") {
-			continue
+	for _, m := range vaulttest.PrivateMaterial(t, uri) {
+		for i := 0; i+12 <= len(m); i += 6 {
+			out = append(out, m[i:i+12], []byte(base64.StdEncoding.EncodeToString(m[i:i+12])))
 		}
-		it, err := kr.Get(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der := it.Data[10:]
-		for i := 0; i+12 <= len(der); i += 6 {
-			out = append(out, der[i:i+12], []byte(base64.StdEncoding.EncodeToString(der[i:i+12])))
-		}
-	}
-	if len(out) == 0 {
-		t.Fatal("no key material found to look for")
 	}
 	return out
 }

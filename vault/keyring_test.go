@@ -3,8 +3,6 @@ package vault_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -80,10 +78,7 @@ func TestFileKeyringNeverHoldsKeyInClear(t *testing.T) {
 			if _, err := r.Create(ctx, alg); err != nil {
 				t.Fatal(err)
 			}
-			secrets := privateMaterial(t, uri)
-			if len(secrets) == 0 {
-				t.Fatal("found no private material to look for")
-			}
+			secrets := vaulttest.PrivateMaterial(t, uri)
 			err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 				if err != nil || d.IsDir() {
 					return err
@@ -108,50 +103,6 @@ func TestFileKeyringNeverHoldsKeyInClear(t *testing.T) {
 			}
 		})
 	}
-}
-
-// privateMaterial decrypts the stored record with the keyring library
-// itself, the way only a holder of the passphrase could.
-func privateMaterial(t *testing.T, uri string) [][]byte {
-	t.Helper()
-	u, _ := vault.ParseURI(uri)
-	pass, _ := os.ReadFile(u.Query["passphrase-file"])
-	kr, err := keyring.Open(keyring.Config{
-		AllowedBackends:  []keyring.BackendType{keyring.FileBackend},
-		FileDir:          u.Query["dir"],
-		FilePasswordFunc: func(string) (string, error) { return strings.TrimSpace(string(pass)), nil },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, _ := kr.Keys()
-	var out [][]byte
-	for _, k := range keys {
-		it, err := kr.Get(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der := it.Data[10:]
-		out = append(out, der)
-		priv, err := x509.ParsePKCS8PrivateKey(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch p := priv.(type) {
-		case *ecdsa.PrivateKey:
-			d, err := p.Bytes()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, d)
-		case *rsa.PrivateKey:
-			out = append(out, p.D.Bytes())
-			for _, pr := range p.Primes {
-				out = append(out, pr.Bytes())
-			}
-		}
-	}
-	return out
 }
 
 func containsWindow(hay, secret []byte, w int) bool {
